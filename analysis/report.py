@@ -1,0 +1,204 @@
+"""``report.md`` for one study: summary, front table, best-at queries, plots and the trials left out.
+
+The front is chosen on the objectives (validation accuracy and sparsity by default); test
+accuracy is shown beside each front member but never used to choose them.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import schema
+from analysis.errors import AnalysisError
+from analysis.load import BadFile
+from analysis.plot_front import draw_front, front_plot_info
+from analysis.plot_params import draw_params, params_plot_info
+from analysis.plot_progress import draw_progress, progress_plot_info
+from analysis.plot_style import percent, save_figure
+from analysis.reference_points import Reference
+from analysis.summary import StudySummary, best_accuracy_at_sparsity, best_sparsity_at_accuracy
+
+DEFAULT_AT_SPARSITY = (0.5, 0.9, 0.99, 0.999)
+DEFAULT_ACCURACY_DROPS = (0.005, 0.01, 0.02)  # below the best validation accuracy
+_MAX_LEFT_OUT = 50
+
+# Front table: heading and column, formatted by _cell.
+FRONT_COLUMNS = (
+    ("trial", "trial_id"), ("λ", "param_lam"), ("β", "param_beta"), ("lr", "param_lr"),
+    ("threshold", "metric_threshold"), ("val acc", "metric_val_acc"), ("test acc", "metric_test_acc"),
+    ("sparsity", "metric_sparsity"), ("compression", "metric_compression"), ("non-zeros", "metric_nonzeros"),
+)
+_PERCENT_COLUMNS = {"metric_val_acc", "metric_test_acc", "metric_sparsity", "metric_sparsity_all"}
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    x_axis: str = "logit"
+    references: tuple[Reference, ...] = ()
+    baseline: float | None = None
+    y_min: float | None = None
+    y_axis: str = "linear"
+    at_sparsity: tuple[float, ...] = DEFAULT_AT_SPARSITY
+    at_accuracy: tuple[float, ...] | None = None  # None: the best accuracy minus 0.5, 1 and 2 points
+    dpi: int = 100
+
+
+def write_report(
+    summary: StudySummary,
+    trials: pd.DataFrame,
+    out_dir: str | Path,
+    options: ReportOptions = ReportOptions(),
+    bad_files: Sequence[BadFile] = (),
+) -> Path:
+    """Write ``out_dir/report.md`` and its PNG plots; ``trials`` holds every state of the study."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = _write_plots(summary, out_dir, options)
+    sections = [
+        _header(summary, trials),
+        _summary_section(summary),
+        _front_section(summary),
+        _queries_section(summary, options),
+        "## Plots\n\n" + "\n\n".join(f"![{title}]({name})" for title, name in plots),
+        _left_out_section(trials, bad_files),
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n\n".join(s for s in sections if s) + "\n", encoding="utf-8")
+    return path
+
+
+def _write_plots(summary: StudySummary, out_dir: Path, options: ReportOptions) -> list[tuple[str, str]]:
+    front = front_plot_info([summary], x_axis=options.x_axis, baseline=options.baseline,
+                            references=options.references, y_min=options.y_min,
+                            y_axis=options.y_axis)
+    save_figure(draw_front(front, dpi=options.dpi), out_dir / "front.png")
+    save_figure(draw_progress(progress_plot_info([summary]), dpi=options.dpi), out_dir / "hypervolume.png")
+    plots = [("Accuracy-sparsity front", "front.png"), ("Hypervolume after each trial", "hypervolume.png")]
+    try:
+        params = params_plot_info([summary], sparsity_axis=options.x_axis)
+    except AnalysisError:  # nothing was searched: no parameter plot
+        return plots
+    save_figure(draw_params(params, dpi=options.dpi), out_dir / "params.png")
+    return plots + [("Searched parameters against the objectives", "params.png")]
+
+
+def _header(summary: StudySummary, trials: pd.DataFrame) -> str:
+    sources = ", ".join(f"`{s}`" for s in trials.get("source", pd.Series(dtype=str)).dropna().unique())
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"# Study report: {summary.study}\n\nResults read from {sources or 'memory'} on {now}."
+
+
+def _summary_section(summary: StudySummary) -> str:
+    counts = [(f"{state} (analysed)" if state == schema.FINISHED else state, str(n))
+              for state, n in sorted(summary.state_counts.items(), key=lambda c: c[0] != schema.FINISHED)]
+    objectives = ", ".join(f"{o.name} ({o.direction}d)" for o in summary.objectives)
+    pairs = zip(summary.objectives, summary.reference)
+    reference = ", ".join(f"{o.name} {_value(o.column, r)}" for o, r in pairs)
+    n_front = int((summary.ranked["pareto_rank"] == 0).sum())
+    lines = [
+        "## Summary", "", _table(("state", "trials"), counts), "",
+        f"- Objectives: {objectives}.",
+        f"- Front: {n_front} of {len(summary.ranked)} finished trials are non-dominated (rank 0).",
+        f"- Hypervolume: **{summary.hypervolume:.6g}** against the reference point ({reference}).",
+        f"- Knee: {_knee_text(summary)}",
+    ]
+    return "\n".join(lines)
+
+
+def _knee_text(summary: StudySummary) -> str:
+    if summary.knee_trial_id is None:
+        why = ("defined for two objectives" if len(summary.objectives) != 2
+               else "the front has fewer than three points or no bend")
+        return f"none ({why})."
+    row = summary.ranked[summary.ranked["trial_id"] == summary.knee_trial_id].iloc[0]
+    return (f"trial `{row['trial_id']}`: {_value('metric_val_acc', row.get('metric_val_acc'))} validation"
+            f" accuracy at {_value('metric_sparsity', row.get('metric_sparsity'))} sparsity"
+            " (the front point farthest from the line through its normalised extremes).")
+
+
+def _front_section(summary: StudySummary) -> str:
+    columns = list(FRONT_COLUMNS) + [(o.name, o.column) for o in summary.objectives
+                                     if o.column not in {c for _, c in FRONT_COLUMNS}]
+    front = summary.front
+    rows = [[_value(column, row.get(column)) for _, column in columns] for _, row in front.iterrows()]
+    return "\n".join([
+        "## Pareto front", "",
+        f"Non-dominated finished trials by increasing {summary.objectives[1].name}. Chosen on"
+        f" {', '.join(o.name for o in summary.objectives)} only; test accuracy is shown but was"
+        " not used to choose them.", "",
+        _table([heading for heading, _ in columns], rows),
+    ])
+
+
+def _queries_section(summary: StudySummary, options: ReportOptions) -> str:
+    trials = summary.ranked
+    best = float(np.nanmax(trials["metric_val_acc"].to_numpy(dtype=float, na_value=np.nan)))
+    at_accuracy = options.at_accuracy or tuple(round(best - d, 4) for d in DEFAULT_ACCURACY_DROPS)
+    headings = ("trial", "val acc", "test acc", "sparsity", "compression")
+    by_sparsity = [[f"≥ {percent(s, 1)}", *_query_row(best_accuracy_at_sparsity(trials, s))]
+                   for s in options.at_sparsity]
+    by_accuracy = [[f"≥ {percent(a)}", *_query_row(best_sparsity_at_accuracy(trials, a))]
+                   for a in at_accuracy]
+    return "\n".join([
+        "## Best trade-offs", "", "Best validation accuracy at a sparsity of at least:", "",
+        _table(("sparsity", *headings), by_sparsity), "",
+        "Best sparsity at a validation accuracy of at least:", "",
+        _table(("val acc", *headings), by_accuracy),
+    ])
+
+
+def _query_row(row: pd.Series | None) -> list[str]:
+    if row is None:
+        return ["none", "", "", "", ""]
+    columns = ("trial_id", "metric_val_acc", "metric_test_acc", "metric_sparsity", "metric_compression")
+    return [_value(c, row.get(c)) for c in columns]
+
+
+def _left_out_section(trials: pd.DataFrame, bad_files: Sequence[BadFile]) -> str:
+    left_out = trials[trials["state"] != schema.FINISHED].sort_values("trial_number")
+    parts = []
+    if len(left_out):
+        rows = [[f"`{r.trial_id}`", str(r.state), _value("epochs", r.epochs_completed), _short(r.error)]
+                for r in left_out.head(_MAX_LEFT_OUT).itertuples()]
+        more = f"\n\n... and {len(left_out) - _MAX_LEFT_OUT} more." if len(left_out) > _MAX_LEFT_OUT else ""
+        table = _table(("trial", "state", "epochs", "error"), rows)
+        parts.append("## Trials not analysed\n\n" + table + more)
+    if bad_files:
+        parts.append("## Files skipped\n\n" + "\n".join(f"- `{b.path}`: {b.reason}" for b in bad_files))
+    return "\n\n".join(parts)
+
+
+def _value(column: str, value) -> str:
+    """One cell: percentages for accuracies and sparsities, 3 significant digits otherwise."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return ""
+    if column == "trial_id":
+        return f"`{value}`"
+    if column in _PERCENT_COLUMNS:
+        return percent(float(value), 3 if float(value) > 0.999 else 2)
+    if column == "metric_compression":
+        return f"{float(value):.1f}×"
+    if isinstance(value, (int, np.integer)) or column == "metric_nonzeros":
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.3g}"
+    return str(value)
+
+
+def _short(text, limit: int = 100) -> str:
+    if not isinstance(text, str):
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _table(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table (no tabulate dependency)."""
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(headings), line(["---"] * len(headings)), *[line(r) for r in rows]])
