@@ -70,7 +70,10 @@ def connect(spec: StudySpec, *, verbose: bool) -> None:
         return
     kwargs = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING,
                   include_dashboard=False if spec.cluster.address is None else None)
-    ray.init(address=spec.cluster.address, **{k: v for k, v in kwargs.items() if v is not None})
+    # "local" rather than None: a stale /tmp/ray/ray_current_cluster would make Ray try to join
+    # a cluster that is gone.
+    ray.init(address=spec.cluster.address or "local",
+             **{k: v for k, v in kwargs.items() if v is not None})
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -160,7 +163,8 @@ def start_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbose
                                     max_concurrent_trials=spec.study.max_concurrent,
                                     # a trial process starts once per slot, not once per trial:
                                     # importing torch and Ray costs seconds each time
-                                    reuse_actors=True,
+                                    # (RVSM_REUSE_TRIAL_PROCESSES=0 is the benchmark's baseline)
+                                    reuse_actors=os.environ.get("RVSM_REUSE_TRIAL_PROCESSES") != "0",
                                     trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=run.name, storage_path=location.uri_join(RUNS_DIR),

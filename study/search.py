@@ -14,25 +14,10 @@ OPTUNA_DB = "optuna.db"
 
 def distribution(p: Param) -> BaseDistribution:
     if p.values is not None:
-        # Optuna's categorical choices must be None, bool, int, float or str.
-        return CategoricalDistribution([_choice(v) for v in p.values])
+        return CategoricalDistribution(list(p.values))
     if p.integer:
         return IntDistribution(int(p.low), int(p.high), log=p.log)
     return FloatDistribution(p.low, p.high, log=p.log)
-
-
-def _choice(value):
-    return ",".join(map(str, value)) if isinstance(value, tuple) else value
-
-
-def decode_choice(name: str, value, spec: StudySpec):
-    """Undo `_choice` for list-valued choices (e.g. `sparsify = ["conv1.weight", "fc1.weight"]`)."""
-    for p in spec.search.params:
-        if p.name == name and p.values is not None:
-            for v in p.values:
-                if _choice(v) == value:
-                    return list(v) if isinstance(v, tuple) else v
-    return value
 
 
 def search_space(spec: StudySpec) -> dict[str, BaseDistribution]:
@@ -58,7 +43,7 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     if name == "grid":
-        grid = {p.name: [_choice(v) for v in p.values] for p in spec.search.params}
+        grid = {p.name: list(p.values) for p in spec.search.params}
         return optuna.samplers.GridSampler(grid, seed=seed)
     raise ValueError(f"unknown sampler {name!r}")  # unreachable: the spec validated it
 

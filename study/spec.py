@@ -300,7 +300,12 @@ def _parse_param(name: str, t: Any) -> Param:
         values = t["values"]
         if not isinstance(values, list) or not values:
             raise SpecError(f"{where}.values must be a non-empty list, got {values!r}")
-        return Param(name=name, values=tuple(tuple(v) if isinstance(v, list) else v for v in values))
+        for v in values:
+            # Optuna's categorical choices are scalars; a list (a set of tensors) is not one.
+            if not isinstance(v, (str, int, float, bool)):
+                raise SpecError(f"{where}.values: each value must be a string, number or boolean,"
+                                f" got {v!r}")
+        return Param(name=name, values=tuple(values))
     for key in ("low", "high"):
         if key not in t:
             raise SpecError(f"missing key '{where}.{key}'")
@@ -385,7 +390,7 @@ def _check_train(train: dict, search: SearchSettings) -> None:
     for p in search.params:
         for value in (p.values if p.values is not None else (p.low, p.high)):
             try:
-                TrainConfig.from_dict({**probe, p.name: list(value) if isinstance(value, tuple) else value})
+                TrainConfig.from_dict({**probe, p.name: value})
             except ConfigError as exc:
                 where = f"search.params.{p.name}" if p.name in str(exc) else "train"
                 raise SpecError(f"{where}: {exc}") from None

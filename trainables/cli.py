@@ -1,7 +1,8 @@
 """`rvsm train`: train one configuration from flags and/or a TOML file, print one line per epoch.
 
 Precedence: `--preset` < `--config FILE` < flags. Every `TrainConfig` field is a flag
-(`--lam 1e-4 --sparsify fc1`; lists comma-separated: `--sparsify conv1,fc1`). Writes
+(`--lam 1e-4 --sparsify fc1`, `--data_root` or `--data-root`; lists comma-separated:
+`--sparsify conv1,fc1`). Writes
 `OUT/metrics.json` (config and every epoch's metrics) and `OUT/weights.pt` (the sparse model u).
 """
 from __future__ import annotations
@@ -123,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, field in FIELDS.items():
         choices = field.metadata["choices"]
         allowed = f"; one of {', '.join(map(str, choices))}" if choices else ""
-        parser.add_argument(f"--{name}", metavar=field.type.upper().split(" ")[0],
+        spellings = {f"--{name}", f"--{name.replace('_', '-')}"}  # --data_root or --data-root
+        parser.add_argument(*sorted(spellings, reverse=True), dest=name, metavar=field.type.upper().split(" ")[0],
                             help=f"{field.metadata['help']} (default {field.default!r}{allowed})")
     return parser
 

@@ -52,17 +52,24 @@ class Splits:
 
 def load_splits(config: TrainConfig, device: torch.device) -> Splits:
     raw = raw_dataset(config)
-    train_idx, val_idx = split_indices(len(raw["train_y"]), config.val_size, config.train_subset,
-                                       config.data_seed)
-    as_float = lambda x: x.to(device).float().div_(255)  # noqa: E731  (uint8 travels, not float)
-    train_x, val_x, test_x = (as_float(x) for x in (raw["train_x"][train_idx],
-                                                     raw["train_x"][val_idx], raw["test_x"]))
-    if config.normalize:  # statistics of the images trained on, applied to every split
-        mean, std = train_x.mean(dim=(0, 2, 3), keepdim=True), train_x.std(dim=(0, 2, 3), keepdim=True)
-        train_x, val_x, test_x = ((x - mean) / std for x in (train_x, val_x, test_x))
-    labels = lambda y: y.to(device)  # noqa: E731
-    return Splits((train_x, labels(raw["train_y"][train_idx])), (val_x, labels(raw["train_y"][val_idx])),
-                  (test_x, labels(raw["test_y"])))
+    train, val = split_indices(len(raw["train_y"]), config.val_size, config.train_subset, config.data_seed)
+    images = [_as_float(x, device) for x in (raw["train_x"][train], raw["train_x"][val], raw["test_x"])]
+    if config.normalize:
+        images = standardize(images)
+    labels = [y.to(device) for y in (raw["train_y"][train], raw["train_y"][val], raw["test_y"])]
+    return Splits(*zip(images, labels))
+
+
+def _as_float(images: Tensor, device: torch.device) -> Tensor:
+    """uint8 travels to the device (a quarter of the bytes), then becomes [0, 1] floats there."""
+    return images.to(device).float().div_(255)
+
+
+def standardize(images: list[Tensor]) -> list[Tensor]:
+    """Per-channel mean and std of the first (the training) images, applied to all, in place."""
+    mean = images[0].mean(dim=(0, 2, 3), keepdim=True)
+    std = images[0].std(dim=(0, 2, 3), keepdim=True)
+    return [x.sub_(mean).div_(std) for x in images]
 
 
 def split_indices(n: int, val_size: int, train_subset: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -80,7 +87,7 @@ def split_indices(n: int, val_size: int, train_subset: int, seed: int) -> tuple[
 
 def raw_dataset(config: TrainConfig) -> Raw:
     if config.dataset == "synthetic":
-        return synthetic(config.synthetic_size + config.val_size, max(config.synthetic_size // 4, 10),
+        return synthetic(config.synthetic_size + config.val_size, max(config.synthetic_size // 10, 10),
                          seed=config.data_seed)
     find = _find_cifar10 if config.dataset == "cifar10" else _find_mnist_like
     files, decode = find(config.dataset, Path(config.data_root), config.download)
@@ -162,9 +169,9 @@ def _find_cifar10(dataset: str, root: Path, download: bool) -> tuple[list[Path],
 
 def _decode_cifar10(root: Path) -> Raw:
     train, test = (datasets.CIFAR10(str(root), train=split) for split in (True, False))
-    images = lambda ds: torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    return {"train_x": images(train), "train_y": torch.tensor(train.targets),
-            "test_x": images(test), "test_y": torch.tensor(test.targets)}
+    nchw = lambda ds: torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # noqa: E731 (HWC -> CHW)
+    return {"train_x": nchw(train), "train_y": torch.tensor(train.targets),
+            "test_x": nchw(test), "test_y": torch.tensor(test.targets)}
 
 
 def _download(dataset: str, root: Path, fetch: Callable[[str], object], archive: Path | None = None) -> Path:

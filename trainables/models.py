@@ -42,14 +42,18 @@ class LeNet5(nn.Module):
         channels, height, width = in_shape
         self.conv1 = nn.Conv2d(channels, 20, 5)
         self.conv2 = nn.Conv2d(20, 50, 5)
-        side = lambda n: ((n - 4) // 2 - 4) // 2  # two unpadded 5x5 convs, each with a 2x2 pool
-        self.fc1 = nn.Linear(50 * side(height) * side(width), 500)
+        self.fc1 = nn.Linear(50 * _lenet5_side(height) * _lenet5_side(width), 500)
         self.fc2 = nn.Linear(500, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(self.conv1(x), 2)
         x = F.max_pool2d(self.conv2(x), 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+def _lenet5_side(n: int) -> int:
+    """Side of LeNet-5's last feature map: two unpadded 5x5 convs, each with a 2x2 pool."""
+    return ((n - 4) // 2 - 4) // 2
 
 
 class LeNet300100(nn.Module):

@@ -26,13 +26,14 @@ def threshold(lam: float, beta: float) -> float:
 
 
 def hard_threshold(w: Tensor, t: float) -> Tensor:
-    """H(w): entries with |w| <= t become 0 (one fused kernel; `hardshrink` is exactly H)."""
-    return F.hardshrink(w, t)
+    """H(w): entries with |w| <= t become 0. `hardshrink` is exactly H, in one kernel; writing
+    into `empty_like(w)` keeps w's strides, from which a convolution picks its memory format."""
+    return torch.hardshrink(w.detach(), t, out=torch.empty_like(w))
 
 
 def complement(w: Tensor, t: float) -> Tensor:
     """w - H(w): only the entries that u zeroed (the notebook's sanity check, and the coupling)."""
-    return w - F.hardshrink(w, t)
+    return w.detach() - hard_threshold(w, t)
 
 
 def sparsified_names(model: nn.Module, sparsify: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -55,7 +56,7 @@ def sparsified_names(model: nn.Module, sparsify: str | tuple[str, ...]) -> tuple
 
 def sparse_tensors(params: Params, names: Iterable[str], t: float) -> dict[str, Tensor]:
     """u for the sparsified tensors, by name (the other tensors of u are those of w)."""
-    return {name: hard_threshold(params[name].detach(), t) for name in names}
+    return {name: hard_threshold(params[name], t) for name in names}
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Rvsm:
     coupling: bool = False
 
 
+# step(model, sparse, x, y, optimizer, rv) -> loss; `sparse` maps names to the sparsified w.
 Step = Callable[[nn.Module, dict[str, nn.Parameter], Tensor, Tensor, torch.optim.Optimizer, Rvsm], Tensor]
 
 
@@ -123,7 +125,7 @@ def classic_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
 def modified_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
     """The notebook's rule: the forward pass runs at u = H(w); grad f(u) updates w."""
     optimizer.zero_grad(set_to_none=True)
-    u = _leaves(sparse_tensors(sparse, sparse, rv.t))
+    u = _u_leaves(sparse, rv.t)
     loss = F.cross_entropy(functional_call(model, u, (x,)), y)
     loss.backward()
     _grad_from_u(sparse, u, rv)
@@ -137,7 +139,7 @@ def notebook_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
     optimizer.zero_grad(set_to_none=True)
     at_w = {name: w.detach() for name, w in sparse.items()}  # dense pass: grads of the others only
     F.cross_entropy(functional_call(model, at_w, (x,)), y).backward()
-    u = _leaves(sparse_tensors(sparse, sparse, rv.t))
+    u = _u_leaves(sparse, rv.t)
     others = {name: p.detach() for name, p in model.named_parameters() if name not in sparse}
     loss = F.cross_entropy(functional_call(model, {**others, **u}, (x,)), y)
     loss.backward()  # grads of u only
@@ -154,8 +156,9 @@ def select_step(rule: str, lam: float, notebook_dense_pass: bool) -> Step:
     return {"classic": classic_step, "modified": modified_step}[rule]
 
 
-def _leaves(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {name: t.requires_grad_() for name, t in tensors.items()}
+def _u_leaves(sparse: dict[str, nn.Parameter], t: float) -> dict[str, Tensor]:
+    """u = H(w) as fresh leaves of the graph: backward leaves grad f(u) in u.grad."""
+    return {name: hard_threshold(w, t).requires_grad_() for name, w in sparse.items()}
 
 
 def _grad_from_u(sparse: dict[str, nn.Parameter], u: dict[str, Tensor], rv: Rvsm) -> None:

@@ -22,7 +22,8 @@ from torch.func import functional_call
 from .config import ConfigError, TrainConfig
 from .data import Splits, load_splits
 from .models import build_model
-from .rvsm import Rvsm, hard_threshold, measure_sparsity, select_step, sparse_tensors, sparsified_names, threshold
+from .rvsm import (Rvsm, complement, hard_threshold, measure_sparsity, select_step, sparse_tensors,
+                   sparsified_names, threshold)
 
 Report = Callable[[dict, dict], None]
 NAN_CHECK_EVERY = 50  # steps between divergence checks: each is a device sync on CUDA
@@ -96,10 +97,10 @@ def evaluate(model: nn.Module, splits: Splits, names: Iterable[str], t: float, b
     w = {name: p.detach() for name, p in model.named_parameters()}
     u = sparse_tensors(w, names, t)
     sparsity = measure_sparsity({**w, **u}, u)
-    complement = {name: w[name] - u[name] for name in u}
+    zeroed = {name: complement(w[name], t) for name in u}  # w - u: only what u dropped
     acc = (lambda split, overrides: math.nan) if diverged else partial(accuracy, model, batch_size=batch_size)
     metrics = {"val_acc": acc(splits.val, u), "val_acc_dense": acc(splits.val, {}),
-               "val_acc_complement": acc(splits.val, complement),
+               "val_acc_complement": acc(splits.val, zeroed),
                "sparsity": sparsity.sparsity, "sparsity_all": sparsity.sparsity_all,
                "nonzeros": sparsity.nonzeros, "params": sparsity.params,
                "compression": sparsity.compression, "layer_sparsity_json": json.dumps(sparsity.layers)}
@@ -123,9 +124,11 @@ def accuracy(model: nn.Module, split: tuple[Tensor, Tensor], overrides: dict[str
 
 
 def make_optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """Fused kernels (CPU and CUDA): the same update as the per-tensor loop, a few % faster."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           fused=True)
 
 
 def lr_factor(step: int, *, schedule: str, total_steps: int) -> float:

@@ -62,7 +62,7 @@ def ray_session(_ray_shutdown_at_end):
     cluster of its own)."""
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     return ray
 
 
