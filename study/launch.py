@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# Tune forces a snapshot whenever a trial has checkpointed since the last one (num_to_keep=1);
+# Tune forces a snapshot whenever a trial has checkpointed num_to_keep times since the last one;
 # that is the durability wanted here, not a problem to warn about.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -170,7 +170,10 @@ def start_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbose
             name=run.name, storage_path=location.uri_join(RUNS_DIR),
             callbacks=_callbacks(spec, location, run),
             failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Two, not one: Tune deletes the older checkpoint as soon as a newer one registers,
+            # before its experiment snapshot naming the newer one has reached the storage; a
+            # hard kill in between would leave the snapshot pointing at a deleted checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             sync_config=tune.SyncConfig(sync_period=1),
             verbose=2 if verbose else 0),
     )

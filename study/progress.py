@@ -8,6 +8,8 @@ import numpy as np
 from ray import tune
 
 from analysis.pareto import non_dominated_ranks
+from analysis.schema import FINISHED
+from study.results import ended_state
 from study.spec import StudySpec
 
 
@@ -33,8 +35,8 @@ class ProgressCallback(tune.Callback):
         return state
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, trial.last_result or {}, "diverged"
-                   if (trial.last_result or {}).get("diverged") else "finished")
+        result = trial.last_result or {}
+        self._line(trial, result, ended_state(result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._line(trial, trial.last_result or {}, "errored")
@@ -44,7 +46,7 @@ class ProgressCallback(tune.Callback):
         params = " ".join(f"{p.name}={_fmt(trial.config.get(p.name))}" for p in self.spec.search.params)
         values = [result.get(o.metric) for o in self.spec.search.objectives]
         front = ""
-        if state == "finished" and all(isinstance(v, (int, float)) for v in values):
+        if state == FINISHED and all(isinstance(v, (int, float)) for v in values):
             self.points.append(values)
             ranks = non_dominated_ranks(np.array(self.points, dtype=float),
                                         [o.direction for o in self.spec.search.objectives])

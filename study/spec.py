@@ -281,8 +281,9 @@ def _parse_search(t: dict) -> SearchSettings:
 
 
 def _default_params() -> dict:
-    return {"lam": {"low": 1e-7, "high": 1e-2, "log": True},
-            "beta": {"low": 1e-2, "high": 10.0, "log": True},
+    # Thresholds sqrt(2 lam / beta) from 1e-4 to 0.14: the scale of PyTorch-initialised weights.
+    return {"lam": {"low": 1e-7, "high": 1e-3, "log": True},
+            "beta": {"low": 0.1, "high": 10.0, "log": True},
             "lr": {"low": 1e-4, "high": 1e-2, "log": True}}
 
 

@@ -55,7 +55,7 @@ def test_sigkill_then_resume(write_study, tmp_path):
     assert resumed.returncode == 0, output
     trials = pd.read_parquet(folder / "results" / "trials")
     assert len(trials) == 8 and trials["trial_id"].is_unique, trials[["trial_id", "state"]]
-    assert set(trials["state"]) <= {"finished", "diverged"}
+    assert set(trials["state"]) <= {"finished", "diverged"}, trials[["state", "error"]].to_dict("records")
     assert before <= set(trials.loc[trials["state"] == "finished", "trial_id"])
     epochs = pd.read_parquet(folder / "results" / "epochs")
     assert not epochs.duplicated(["trial_id", "metric_epoch"]).any()

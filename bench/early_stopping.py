@@ -1,0 +1,131 @@
+"""Pareto-aware early stopping: hypervolume reached per CPU-hour with and without it.
+
+The same searches (sampler, seeds, problem) run twice: every trial to its last epoch, and with
+`study.scheduler.ParetoEarlyStopping` deciding after each epoch whether to stop the trial (the
+rule the Ray scheduler applies). A stopped trial is told to Optuna with its last values, as
+Ray Tune does; only trials that ran to the end count for the hypervolume, as in the analysis.
+Trials run in-process, one thread each, two searches at a time.
+
+Usage: python bench/early_stopping.py [--trials 24] [--epochs 4] [--seeds 0 1 2] [--quick]
+Saves bench/out/early_stopping.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from search_efficiency import REFERENCE, hypervolume_after, problem, study_text  # noqa: E402
+
+
+class Stop(Exception):
+    pass
+
+
+def run_search(job: tuple[int, bool, int, int, int, bool]) -> dict:
+    seed, early, trials, epochs, min_dominating, quick = job
+    import optuna
+    import torch
+
+    from study.scheduler import ParetoEarlyStopping
+    from study.search import make_sampler, search_space
+    from study.spec import parse_spec
+    from trainables.config import TrainConfig
+    from trainables.train import train
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = parse_spec(study_text("tpe", trials))
+    study = optuna.create_study(directions=["maximize", "maximize"],
+                                sampler=make_sampler(spec, seed=seed))
+    rule = ParetoEarlyStopping(spec.search.objectives, min_dominating=min_dominating,
+                               grace_epochs=1)
+    base, _ = problem(quick)
+    finished, epochs_run, start = [], 0, time.process_time()
+    for number in range(trials):
+        trial = study.ask(fixed_distributions=search_space(spec))
+        config = TrainConfig.from_dict({**base, **trial.params, "seed": seed, "epochs": epochs})
+        last: dict = {}
+
+        def report(metrics, state, name=f"t{number}"):
+            nonlocal epochs_run
+            epochs_run += 1
+            last.update(metrics)
+            if early and rule.should_stop(name, metrics["epoch"], metrics):
+                raise Stop
+
+        try:
+            train(config, report)
+            stopped = False
+        except Stop:
+            stopped = True
+        acc, sparsity = last.get("val_acc", math.nan), last.get("sparsity", math.nan)
+        if last.get("diverged") or not (math.isfinite(acc) and math.isfinite(sparsity)):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        study.tell(trial, [acc, sparsity])
+        if not stopped:
+            rule.finish(f"t{number}")
+            finished.append([acc, sparsity])
+    cpu = time.process_time() - start
+    return {"seed": seed, "early_stopping": early, "finished": finished, "cpu_s": cpu,
+            "epochs_run": epochs_run, "trials": trials}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--min-dominating", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    _, description = problem(args.quick)
+    print(f"problem: {description.replace('2 epochs', f'{args.epochs} epochs')}; tpe, "
+          f"{args.trials} trials; stop when dominated by >= {args.min_dominating} finished "
+          f"trials at the same epoch (grace 1 epoch)", flush=True)
+    jobs = [(seed, early, args.trials, args.epochs, args.min_dominating, args.quick)
+            for seed in args.seeds for early in (False, True)]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(run_search, jobs))
+    rows = []
+    for r in results:
+        hv = hypervolume_after(r["finished"], len(r["finished"])) if r["finished"] else 0.0
+        r["hypervolume"] = hv
+        r["hv_per_cpu_hour"] = hv / (r["cpu_s"] / 3600)
+        rows.append(r)
+        print(f"  seed {r['seed']} early stopping {'on ' if r['early_stopping'] else 'off'}: "
+              f"HV {hv:.4f}, {r['epochs_run']} epochs, CPU {r['cpu_s']:.0f} s, "
+              f"HV per CPU-hour {r['hv_per_cpu_hour']:.2f}")
+    summary = {}
+    for early in (False, True):
+        mine = [r for r in rows if r["early_stopping"] == early]
+        summary["on" if early else "off"] = {
+            "median_hypervolume": float(np.median([r["hypervolume"] for r in mine])),
+            "median_cpu_s": float(np.median([r["cpu_s"] for r in mine])),
+            "median_hv_per_cpu_hour": float(np.median([r["hv_per_cpu_hour"] for r in mine])),
+        }
+    on, off = summary["on"], summary["off"]
+    print(f"\nmedians: off HV {off['median_hypervolume']:.4f} in {off['median_cpu_s']:.0f} CPU-s "
+          f"({off['median_hv_per_cpu_hour']:.2f}/CPU-h); on HV {on['median_hypervolume']:.4f} "
+          f"in {on['median_cpu_s']:.0f} CPU-s ({on['median_hv_per_cpu_hour']:.2f}/CPU-h); "
+          f"ratio on/off per CPU-hour x{on['median_hv_per_cpu_hour'] / off['median_hv_per_cpu_hour']:.3f}")
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "early_stopping.json").write_text(json.dumps(
+        {"problem": description, "reference": REFERENCE, "summary": summary, "runs": rows,
+         "machine": f"{os.cpu_count()} CPUs"}, indent=2))
+    print(f"saved {out / 'early_stopping.json'}")
+
+
+if __name__ == "__main__":
+    main()
