@@ -19,7 +19,8 @@ eval_batch_size = 500
 
 
 def study_text(name: str, storage: Path, *, trials: int = 6, concurrent: int = 2,
-               extra: str = "", train: str = TINY_TRAIN, sampler: str = "tpe") -> str:
+               extra: str = "", train: str = TINY_TRAIN, sampler: str = "tpe",
+               early_stopping: bool = False) -> str:
     return textwrap.dedent(f"""
         [study]
         name = "{name}"
@@ -30,6 +31,7 @@ def study_text(name: str, storage: Path, *, trials: int = 6, concurrent: int = 2
 
         [search]
         sampler = "{sampler}"
+        early_stopping = {str(early_stopping).lower()}
 
         [search.params.lam]
         low = 1e-6

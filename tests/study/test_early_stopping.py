@@ -76,9 +76,10 @@ model = "lenet300_100"
 epochs = 3
 batch_size = 64
 """
-    extra = "early_stopping = true\nearly_stopping_min_dominating = 1\nearly_stopping_grace_epochs = 1\n"
-    path = write_study("es", trials=8, concurrent=2, train=train, extra="")
-    text = path.read_text().replace('sampler = "tpe"', 'sampler = "random"\n' + extra)
+    path = write_study("es", trials=8, concurrent=2, train=train, sampler="random",
+                       early_stopping=True)
+    text = path.read_text().replace('sampler = "random"', 'sampler = "random"\n'
+                                    'early_stopping_min_dominating = 1')
     path.write_text(text)
     assert main(["run", str(path)]) == 0
     folder = tmp_path / "studies" / "es"

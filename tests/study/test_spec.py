@@ -16,6 +16,7 @@ def test_defaults_search_lambda_beta_and_lr_on_log_scales():
     assert [(o.metric, o.direction) for o in spec.search.objectives] == [("val_acc", "max"),
                                                                         ("sparsity", "max")]
     assert spec.search.sampler == "tpe" and spec.cluster.address is None
+    assert spec.search.early_stopping and spec.search.early_stopping_min_dominating == 2
 
 
 def test_the_stored_copy_parses_to_the_same_spec(tmp_path):
