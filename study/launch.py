@@ -110,12 +110,15 @@ def target_trials(location: StudyLocation) -> int:
     return sum(r.adds_to_target for r in runs(location))
 
 
-def terminal_trials(location: StudyLocation) -> int:
-    """Trials recorded as ended (finished, diverged, errored or stopped)."""
+def terminal_trials(location: StudyLocation, run: RunInfo | None = None) -> int:
+    """Trials recorded as ended (finished, diverged, errored or stopped), of one run or all."""
     from analysis.load import load_results
     if not location.list_files(schema.RESULTS_DIR, schema.TRIALS_DIR):
         return 0
     trials = load_results([location.uri]).trials
+    if run is not None:
+        numbers = range(run.trial_offset, run.trial_offset + run.num_samples)
+        trials = trials[trials["trial_number"].isin(numbers)]
     return int(trials["state"].isin(TERMINAL).sum())
 
 
@@ -140,9 +143,7 @@ def _callbacks(spec: StudySpec, location: StudyLocation, run: RunInfo):
     base = TrainConfig.from_dict(spec.train).to_dict()
     types = param_types(base)
     writer = ResultsWriter(location, spec.study.name, types, [p.name for p in spec.search.params])
-    done = terminal_trials(location)
-    return [ResultsCallback(writer, run.trial_offset),
-            ProgressCallback(spec, done_before=done, total=target_trials(location))]
+    return [ResultsCallback(writer, run.trial_offset), ProgressCallback(spec, location)]
 
 
 def _trial_dirname(trial) -> str:
@@ -193,10 +194,11 @@ def restore_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbo
 
 def _fit(tuner: tune.Tuner, location: StudyLocation, run: RunInfo) -> None:
     try:
-        grid = tuner.fit()
+        tuner.fit()
     finally:
         _upload_optuna(location)
-    if grid.num_terminated + grid.num_errors < run.num_samples:
+    # After a Ctrl-C, Tune returns normally with trials left over: the results tell.
+    if terminal_trials(location, run) < run.num_samples:
         raise StudyInterrupted("the study was interrupted")
 
 

@@ -11,6 +11,7 @@ from analysis.pareto import non_dominated_ranks
 from analysis.schema import FINISHED
 from study.results import ended_state
 from study.spec import StudySpec
+from study.storage import StudyLocation
 
 
 def format_duration(seconds: float) -> str:
@@ -21,12 +22,18 @@ def format_duration(seconds: float) -> str:
 
 
 class ProgressCallback(tune.Callback):
-    def __init__(self, spec: StudySpec, done_before: int, total: int, stream=None):
+    def __init__(self, spec: StudySpec, location: StudyLocation, stream=None):
         self.spec = spec
-        self.done = done_before
-        self.total = total
+        self.location = location
         self.stream = stream
+        self.done = self.total = 0
         self.points: list[list[float]] = []
+        self.start = time.monotonic()
+
+    def setup(self, **info):
+        """Counted from the results at every (re)start, so a resumed study counts on."""
+        from study.launch import target_trials, terminal_trials
+        self.done, self.total = terminal_trials(self.location), target_trials(self.location)
         self.start = time.monotonic()
 
     def __getstate__(self):

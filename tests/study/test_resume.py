@@ -59,3 +59,23 @@ def test_sigkill_then_resume(write_study, tmp_path):
     assert before <= set(trials.loc[trials["state"] == "finished", "trial_id"])
     epochs = pd.read_parquet(folder / "results" / "epochs")
     assert not epochs.duplicated(["trial_id", "metric_epoch"]).any()
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(write_study, tmp_path):
+    path = write_study("interrupted", trials=6, concurrent=2, train=SLOWER_TRAIN)
+    folder = tmp_path / "studies" / "interrupted"
+    driver = _rvsm("run", str(path))
+    deadline = time.monotonic() + 240
+    while len(_finished_ids(folder)) < 1 and time.monotonic() < deadline:
+        assert driver.poll() is None, driver.stdout.read()
+        time.sleep(0.2)
+    os.kill(driver.pid, signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output
+    assert f"rvsm resume {folder}" in output and "Traceback" not in output
+
+    resumed = _rvsm("resume", str(folder))
+    output, _ = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0, output
+    trials = pd.read_parquet(folder / "results" / "trials")
+    assert len(trials) == 6 and set(trials["state"]) == {"finished"}
