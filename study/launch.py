@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +36,6 @@ from study.storage import OPTUNA_DIR, RUNS_DIR, StudyLocation  # noqa: E402
 from trainables.config import TrainConfig  # noqa: E402
 from trainables.tune_trainable import rvsm_trainable  # noqa: E402
 
-log = logging.getLogger("rvsm")
 # Without Tune's file loggers its result analysis warns that result.json is missing: the
 # results are in Parquet.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -231,7 +229,3 @@ def complete_study(spec: StudySpec, location: StudyLocation, *, verbose: bool) -
         start_run(spec, location, plan_run(location, missing, adds_to_target=False),
                   verbose=verbose)
 
-
-def elapsed_since(start: float) -> str:
-    from study.progress import format_duration
-    return format_duration(time.monotonic() - start)

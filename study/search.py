@@ -63,6 +63,3 @@ def open_storage(local_dir: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(storage_url(local_dir),
                                       engine_kwargs={"connect_args": {"timeout": 30}})
 
-
-def load_optuna_study(local_dir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=open_storage(local_dir))
