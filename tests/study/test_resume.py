@@ -37,14 +37,18 @@ def _finished_ids(folder) -> set[str]:
     return ids
 
 
+def _wait_for_finished(driver: subprocess.Popen, folder, count: int) -> None:
+    deadline = time.monotonic() + 240
+    while len(_finished_ids(folder)) < count and time.monotonic() < deadline:
+        assert driver.poll() is None, driver.stdout.read()
+        time.sleep(0.2)
+
+
 def test_sigkill_then_resume(write_study, tmp_path):
     path = write_study("killed", trials=8, concurrent=2, train=SLOWER_TRAIN)
     folder = tmp_path / "studies" / "killed"
     driver = _rvsm("run", str(path))
-    deadline = time.monotonic() + 240
-    while len(_finished_ids(folder)) < 2 and time.monotonic() < deadline:
-        assert driver.poll() is None, driver.stdout.read()
-        time.sleep(0.2)
+    _wait_for_finished(driver, folder, 2)
     before = _finished_ids(folder)
     assert 2 <= len(before) < 8, "the kill must land mid-way"
     os.killpg(driver.pid, signal.SIGKILL)
@@ -65,10 +69,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(write_study, tmp_path):
     path = write_study("interrupted", trials=6, concurrent=2, train=SLOWER_TRAIN)
     folder = tmp_path / "studies" / "interrupted"
     driver = _rvsm("run", str(path))
-    deadline = time.monotonic() + 240
-    while len(_finished_ids(folder)) < 1 and time.monotonic() < deadline:
-        assert driver.poll() is None, driver.stdout.read()
-        time.sleep(0.2)
+    _wait_for_finished(driver, folder, 1)
     os.kill(driver.pid, signal.SIGINT)
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, output
