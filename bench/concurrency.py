@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from study_overhead import data_lines  # noqa: E402
+from study_overhead import data_lines, rvsm_run  # noqa: E402
 
 STUDY = """
 [study]
@@ -66,11 +64,7 @@ def level(n: int, storage: Path, args) -> dict:
              else f"cpus_per_trial = {os.cpu_count() / n}")
     path = storage / f"n{n}.toml"
     path.write_text(STUDY.format(n=n, storage=storage, data=data, epochs=args.epochs, resources=share))
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path)], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"level {n} failed:\n{done.stdout}\n{done.stderr}")
+    wall = rvsm_run(path)
     epochs = pd.read_parquet(storage / f"n{n}" / "results" / "epochs")
     samples = (epochs["metric_samples_per_s"] * epochs["metric_epoch_time_s"]).sum()
     ends = epochs["reported_at"]
@@ -79,7 +73,7 @@ def level(n: int, storage: Path, args) -> dict:
     return {"concurrent": n, "share": share.replace("\n", ", "), "samples": float(samples),
             "span_s": span, "aggregate_samples_per_s": float(samples) / span,
             "median_trial_samples_per_s": float(epochs["metric_samples_per_s"].median()),
-            "study_wall_s": time.monotonic() - start}
+            "study_wall_s": wall}
 
 
 def main() -> None:

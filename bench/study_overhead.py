@@ -71,18 +71,23 @@ def data_lines(quick: bool) -> tuple[str, str]:
     return ('dataset = "synthetic"\nsynthetic_size = 4000\nval_size = 500', "synthetic, 4,000 images")
 
 
+def rvsm_run(path: Path, env: dict | None = None) -> float:
+    """`rvsm run path` in a fresh process, as a user runs it; its wall time in seconds."""
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path)], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"study {path} failed:\n{done.stdout}\n{done.stderr}")
+    return time.monotonic() - start
+
+
 def run_study(name: str, storage: Path, args, reuse: bool) -> dict:
     data, _ = data_lines(args.quick)
     path = storage / f"{name}.toml"
     path.write_text(STUDY.format(name=name, storage=storage, trials=args.trials,
                                  concurrent=args.concurrent, epochs=args.epochs, data=data))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RVSM_REUSE_TRIAL_PROCESSES": "1" if reuse else "0"}
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "study.cli", "run", str(path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    wall = time.monotonic() - start
-    if done.returncode != 0:
-        raise SystemExit(f"study {name} failed:\n{done.stdout}\n{done.stderr}")
+    wall = rvsm_run(path, {"RVSM_REUSE_TRIAL_PROCESSES": "1" if reuse else "0"})
     trials = pd.read_parquet(storage / name / "results" / "trials")
     epochs = pd.read_parquet(storage / name / "results" / "epochs")
     training = epochs.groupby("trial_id")["metric_epoch_time_s"].sum()
