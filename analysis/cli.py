@@ -16,13 +16,13 @@ import pandas as pd
 from analysis.errors import AnalysisError
 from analysis.export import FORMATS as EXPORT_FORMATS
 from analysis.export import export_trials, with_ranks
-from analysis.load import Results, load_results
-from analysis.objectives import parse_objectives, parse_reference
+from analysis.load import Results, finished, load_results
+from analysis.objectives import default_reference, parse_objectives, parse_reference
 from analysis.plot_front import Y_AXES, draw_front, front_plot_info
 from analysis.plot_style import DEFAULT_DPI, SPARSITY_AXES, check_image_path, save_figure
 from analysis.reference_points import read_references, shipped_references
 from analysis.report import DEFAULT_AT_SPARSITY, ReportOptions, write_report
-from analysis.summary import summarise
+from analysis.summary import RANK_COLUMN, summarise
 
 STUDY_HELP = "study folder (the one holding results/) or a URI such as s3://bucket/study"
 
@@ -130,7 +130,11 @@ def _load(args: argparse.Namespace, sources: Sequence[str]) -> Results:
 
 def _summaries(args: argparse.Namespace, trials: pd.DataFrame):
     objectives = parse_objectives(args.objectives)
-    reference = parse_reference(args.hv_reference, objectives) if args.hv_reference else None
+    if args.hv_reference:
+        reference = parse_reference(args.hv_reference, objectives)
+    else:  # one reference point for every study, so that their hypervolumes compare
+        done = finished(trials)
+        reference = default_reference(done, objectives) if len(done) else None
     return summarise(trials, objectives, reference)
 
 
@@ -146,6 +150,12 @@ def _pareto(args: argparse.Namespace) -> None:
     info = front_plot_info(summaries, x_axis=args.x_axis, color_by=args.color_by, baseline=args.baseline,
                            references=_references(args), y_min=args.y_min, y_axis=args.y_axis)
     path = save_figure(draw_front(info, size_px=size, dpi=args.dpi), args.output)
+    for summary in summaries:
+        n_front = int((summary.ranked[RANK_COLUMN] == 0).sum())
+        print(f"{summary.study}: {len(summary.ranked)} finished, {n_front} on the front,"
+              f" hypervolume {summary.hypervolume:.4f}")
+    reference = ", ".join(f"{o.name} {r:g}" for o, r in zip(summaries[0].objectives, summaries[0].reference))
+    print(f"(hypervolume reference point: {reference})")
     print(f"wrote {path}")
 
 

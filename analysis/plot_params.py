@@ -7,7 +7,6 @@ positive value, a text parameter a category axis.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from analysis.plot_style import (
 )
 from analysis.objectives import Objective
 from analysis.schema import PARAM_PREFIX
+from analysis.sensitivity import searched_columns
 from analysis.summary import RANK_COLUMN, StudySummary
 
 
@@ -78,21 +78,6 @@ def _objective_scale(objective: Objective, trials: pd.DataFrame) -> str:
         return "percent"
     values = pd.to_numeric(trials[objective.column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     return "log" if is_log_scaled(values[values > 0]) else "linear"
-
-
-def searched_columns(trials: pd.DataFrame) -> list[str]:
-    """``param_*`` columns of the searched fields (from searched_json), else those that vary."""
-    names: set[str] = set()
-    for text in trials.get("searched_json", pd.Series(dtype=str)).dropna().unique():
-        try:
-            names.update(json.loads(text))
-        except (ValueError, TypeError):
-            continue
-    columns = [PARAM_PREFIX + name for name in sorted(names) if PARAM_PREFIX + name in trials.columns]
-    if columns:
-        return columns
-    params = [c for c in trials.columns if c.startswith(PARAM_PREFIX)]
-    return [c for c in params if trials[c].nunique(dropna=True) > 1]
 
 
 def _param_axis(trials: pd.DataFrame, column: str) -> ParamAxis:

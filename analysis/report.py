@@ -19,9 +19,11 @@ from analysis.load import BadFile
 from analysis.plot_front import draw_front, front_plot_info
 from analysis.plot_params import draw_params, params_plot_info
 from analysis.plot_progress import draw_progress, progress_plot_info
-from analysis.plot_style import percent, save_figure
+from analysis.plot_style import column_label, percent, save_figure
 from analysis.reference_points import Reference
-from analysis.summary import StudySummary, best_accuracy_at_sparsity, best_sparsity_at_accuracy
+from analysis.sensitivity import choice_summaries, rank_correlations
+from analysis.summary import (RANK_COLUMN, StudySummary, best_accuracy_at_sparsity,
+                              best_sparsity_at_accuracy)
 
 DEFAULT_AT_SPARSITY = (0.5, 0.9, 0.99, 0.999)
 DEFAULT_ACCURACY_DROPS = (0.005, 0.01, 0.02)  # below the best validation accuracy
@@ -64,6 +66,7 @@ def write_report(
         _summary_section(summary),
         _front_section(summary),
         _queries_section(summary, options),
+        _sensitivity_section(summary),
         "## Plots\n\n" + "\n\n".join(f"![{title}]({name})" for title, name in plots),
         _left_out_section(trials, bad_files),
     ]
@@ -150,6 +153,38 @@ def _queries_section(summary: StudySummary, options: ReportOptions) -> str:
         "Best sparsity at a validation accuracy of at least:", "",
         _table(("val acc", *headings), by_accuracy),
     ])
+
+
+def _sensitivity_section(summary: StudySummary) -> str:
+    """Which searched parameters went with which objective, over the finished trials."""
+    trials, objectives = summary.ranked, summary.objectives
+    correlations = rank_correlations(trials, objectives)
+    choices = choice_summaries(trials, objectives, trials[RANK_COLUMN] == 0)
+    if not correlations and not choices:
+        return ""
+    parts = ["## What mattered"]
+    if correlations:
+        rows = [[column_label(c.column), *(_rho(r) for r in c.rho), str(c.trials)] for c in correlations]
+        parts += [
+            "Spearman's rank correlation of each searched parameter with each objective, over the"
+            " finished trials (+1: larger values always went with a larger objective; 0: no monotone"
+            " link). Trials stopped early are left out: their figures are from an earlier epoch."
+            " Few trials make these rough: with 10, |ρ| under about 0.6 could be chance.",
+            _table(("parameter", *(f"ρ with {o.name}" for o in objectives), "trials"), rows),
+        ]
+    if choices:
+        headings = ("parameter", "value", "trials", "on the front",
+                    *(f"median {o.name}" for o in objectives), *(f"best {o.name}" for o in objectives))
+        rows = [[column_label(c.column), str(c.value), str(c.trials), str(c.on_front),
+                 *(_value(o.column, m) for o, m in zip(objectives, c.medians)),
+                 *(_value(o.column, b) for o, b in zip(objectives, c.best))] for c in choices]
+        parts += ["How each choice of a categorical parameter fared (finished trials):",
+                  _table(headings, rows)]
+    return "\n\n".join(parts)
+
+
+def _rho(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:+.2f}"
 
 
 def _query_row(row: pd.Series | None) -> list[str]:

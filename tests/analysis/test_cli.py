@@ -38,6 +38,18 @@ def test_pareto(study, tmp_path, capsys):
     assert (tmp_path / "f.svg").stat().st_size > 1000
 
 
+def test_pareto_prints_each_studys_hypervolume_against_one_reference(make_study, rvsm_rows, tmp_path,
+                                                                    capsys):
+    weak = [dict(row, val_acc=row["val_acc"] - 0.05) for row in rvsm_rows(12)]
+    strong, weak = make_study("strong", rvsm_rows(12)), make_study("weak", weak)
+    assert pareto_main([str(strong), str(weak), "-o", str(tmp_path / "f.png")]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    hv = {name: float(lines[name].rsplit(" ", 1)[1]) for name in ("strong", "weak")}
+    assert hv["strong"] > hv["weak"] > 0
+    assert "13 finished" in lines["strong"]
+    assert lines["(hypervolume reference point"] == "val_acc 0.1, sparsity 0)"
+
+
 def test_report(study, tmp_path):
     out = tmp_path / "report"
     assert report_main([str(study), "-o", str(out), "--references", "notebook"]) == 0
@@ -47,6 +59,7 @@ def test_report(study, tmp_path):
     assert "| trial | λ | β | lr | threshold | val acc | test acc | sparsity | compression | non-zeros |" in text
     assert "| finished (analysed) | 31 |" in text and "| errored | 1 |" in text
     assert "CUDA out of memory" in text and "Hypervolume: **" in text and "Knee: trial `t" in text
+    assert "## What mattered" in text and "| threshold √(2λ/β) |" in text
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

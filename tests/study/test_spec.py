@@ -1,13 +1,16 @@
 """The study file: defaults, overrides, the stored copy, and every sampler buildable."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
 from study import search
-from study.spec import (SAMPLERS, SpecError, apply_override, dump_toml, loads, parse_spec,
+from study.spec import (SAMPLERS, SpecError, apply_override, dump_toml, load_spec, loads, parse_spec,
                         spec_from_raw)
 from tests.study.conftest import study_text
+from trainables import PRESETS, TrainConfig
 
 
 def test_defaults_search_lambda_beta_and_lr_on_log_scales():
@@ -63,3 +66,22 @@ def test_grid_sampler_needs_values(tmp_path):
     text += '[search.params.lam]\nvalues = [0.0, 1e-4]\n[search.params.rule]\nvalues = ["classic", "modified"]\n'
     spec = parse_spec(text)
     assert isinstance(search.make_sampler(spec), optuna.samplers.GridSampler)
+
+
+STUDY_FILES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda p: p.name)
+def test_every_shipped_study_file_is_valid(path):
+    spec = load_spec(path)
+    assert spec.study.name == path.stem
+    TrainConfig.from_dict(spec.base_config())  # the fixed fields make a valid training config
+
+
+def test_the_notebook_study_is_one_fixed_trial_with_the_notebooks_values():
+    spec = load_spec(Path(__file__).resolve().parents[2] / "studies" / "notebook.toml")
+    assert spec.study.trials == 1 and spec.search.sampler == "grid"
+    searched = {p.name: p.values for p in spec.search.params}
+    assert searched == {"lam": (5e-4,), "beta": (0.1,), "lr": (1e-3,)}
+    assert {k: v for k, v in spec.base_config().items() if k in PRESETS["notebook"]} == {
+        k: v for k, v in PRESETS["notebook"].items() if k not in ("lam", "beta", "lr")}
