@@ -164,13 +164,14 @@ def _sensitivity_section(summary: StudySummary) -> str:
         return ""
     parts = ["## What mattered"]
     if correlations:
-        rows = [[column_label(c.column), *(_rho(r) for r in c.rho), str(c.trials)] for c in correlations]
+        rows = [[column_label(c.column), *(_rho(r) for r in c.rho), str(c.trials), _chance_level(c.trials)]
+                for c in correlations]
         parts += [
             "Spearman's rank correlation of each searched parameter with each objective, over the"
             " finished trials (+1: larger values always went with a larger objective; 0: no monotone"
             " link). Trials stopped early are left out: their figures are from an earlier epoch."
-            " Few trials make these rough: with 10, |ρ| under about 0.6 could be chance.",
-            _table(("parameter", *(f"ρ with {o.name}" for o in objectives), "trials"), rows),
+            " A |ρ| under the last column could be chance (5% level, 1.96/√(trials − 1)).",
+            _table(("parameter", *(f"ρ with {o.name}" for o in objectives), "trials", "chance level"), rows),
         ]
     if choices:
         headings = ("parameter", "value", "trials", "on the front",
@@ -185,6 +186,10 @@ def _sensitivity_section(summary: StudySummary) -> str:
 
 def _rho(value: float) -> str:
     return "" if np.isnan(value) else f"{value:+.2f}"
+
+
+def _chance_level(trials: int) -> str:
+    return f"{1.96 / np.sqrt(trials - 1):.2f}" if trials > 2 else ""
 
 
 def _query_row(row: pd.Series | None) -> list[str]:

@@ -59,7 +59,7 @@ def test_report(study, tmp_path):
     assert "| trial | λ | β | lr | threshold | val acc | test acc | sparsity | compression | non-zeros |" in text
     assert "| finished (analysed) | 31 |" in text and "| errored | 1 |" in text
     assert "CUDA out of memory" in text and "Hypervolume: **" in text and "Knee: trial `t" in text
-    assert "## What mattered" in text and "| threshold √(2λ/β) |" in text
+    assert "## What mattered" in text and "| threshold √(2λ/β) |" in text and "| chance level |" in text
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
