@@ -22,7 +22,7 @@ from analysis.plot_style import (
 )
 from analysis.objectives import Objective
 from analysis.schema import PARAM_PREFIX
-from analysis.sensitivity import searched_columns
+from analysis.sensitivity import is_numeric, searched_columns
 from analysis.summary import RANK_COLUMN, StudySummary
 
 
@@ -82,7 +82,7 @@ def _objective_scale(objective: Objective, trials: pd.DataFrame) -> str:
 
 def _param_axis(trials: pd.DataFrame, column: str) -> ParamAxis:
     values = trials[column]
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    if not is_numeric(values):
         categories = tuple(sorted(values.dropna().astype(str).unique()))
         return ParamAxis(column, column_label(column), "category", categories)
     numbers = values.to_numpy(dtype=float, na_value=np.nan)

@@ -53,6 +53,7 @@ def searched_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def is_numeric(values: pd.Series) -> bool:
+    """A number column (booleans count as choices, not numbers)."""
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
