@@ -66,8 +66,15 @@ def export_main(argv: Sequence[str]) -> int:
     return _run(parser, argv, _export)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument error is one line with a hint, not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=prog, description=description)
+    return _OneLineParser(prog=prog, description=description)
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +103,8 @@ def _add_plot_options(parser: argparse.ArgumentParser) -> None:
                         help="accuracy axis: linear in %%, or logit to spread out 97/99/99.5%%"
                              " (default: linear)")
     parser.add_argument("--y-min", type=float,
-                        help="lowest accuracy shown, e.g. 0.95 or 95 (default: all points)")
+                        help="lowest accuracy shown, e.g. 0.95 or 95; 0: the whole range (default: zoomed to"
+                             " the useful trials; lower ones are marks on the bottom edge)")
     parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, help="dots per inch (default %(default)s)")
 
 

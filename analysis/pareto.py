@@ -15,6 +15,7 @@ Definitions
 """
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,13 +67,36 @@ def non_dominated_ranks(values: np.ndarray, directions: Sequence[str]) -> np.nda
     ranks = np.full(len(points), -1, dtype=np.int64)
     valid = ~np.isnan(points).any(axis=1)
     unique, inverse = np.unique(points[valid], axis=0, return_inverse=True)
-    unique_ranks = np.empty(len(unique), dtype=np.int64)
-    remaining, rank = np.arange(len(unique)), 0
-    while remaining.size:
-        on_front = _front_of_lexsorted(unique[remaining])
-        unique_ranks[remaining[on_front]] = rank
-        remaining, rank = remaining[~on_front], rank + 1
+    if unique.shape[1] == 2:
+        unique_ranks = _ranks_of_lexsorted_2d(unique)
+    else:
+        unique_ranks = np.empty(len(unique), dtype=np.int64)
+        remaining, rank = np.arange(len(unique)), 0
+        while remaining.size:
+            on_front = _front_of_lexsorted(unique[remaining])
+            unique_ranks[remaining[on_front]] = rank
+            remaining, rank = remaining[~on_front], rank + 1
     ranks[valid] = unique_ranks[inverse.reshape(-1)]
+    return ranks
+
+
+def _ranks_of_lexsorted_2d(points: np.ndarray) -> np.ndarray:
+    """Ranks of unique, lexsorted 2-objective minimisation points in O(n log n), where peeling
+    front after front costs O(n x fronts) (minutes at 20,000 trials).
+
+    Every earlier point q has q[0] <= p[0], and dominates p exactly when q[1] <= p[1]. With
+    `lowest[k]` the lowest second objective among the rank-k points so far (non-decreasing in
+    k), p's rank is the first k with lowest[k] > p[1]: a bisection.
+    """
+    lowest: list[float] = []
+    ranks = np.empty(len(points), dtype=np.int64)
+    for i, y in enumerate(points[:, 1].tolist()):
+        k = bisect.bisect_right(lowest, y)
+        if k == len(lowest):
+            lowest.append(y)
+        else:
+            lowest[k] = y
+        ranks[i] = k
     return ranks
 
 

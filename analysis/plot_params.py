@@ -1,23 +1,25 @@
 """Each searched parameter against each objective: a grid of small scatter plots.
 
-Parameters come from the trials' ``searched_json`` (else every parameter that varies); a
-positive parameter spread over more than a decade and a half gets a log axis, one that also
-takes the value 0 (a lambda = 0 baseline) a log axis with 0 drawn a decade below its smallest
-positive value, a text parameter a category axis.
+Parameters come from the trials' ``searched_json`` (else every parameter that varies). A
+parameter searched on a log scale (the study file says so: :mod:`analysis.study_file`) gets a log
+axis; without a study file, so does a positive parameter spread over more than a decade and a
+half. A log axis draws the value 0 (a lambda = 0 baseline) a decade below the smallest positive
+value; a text parameter gets a category axis.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
+from matplotlib.transforms import blended_transform_factory
 
 from analysis.errors import AnalysisError
 from analysis.plot_style import (
-    DEFAULT_DPI, column_label, configure_sparsity_axis, is_log_scaled, new_figure,
+    DEFAULT_DPI, column_label, configure_sparsity_axis, is_log_scaled, log_ticks, new_figure,
     sparsity_coordinate, study_style,
 )
 from analysis.objectives import Objective
@@ -50,11 +52,23 @@ class ParamsPlotInfo:
                                                   # (the sparsity axis), "percent", "log" or "linear"
     studies: tuple[StudyParams, ...]
     sparsity_axis: str                        # how a sparsity objective is drawn
+    accuracy_floor: float | None = None       # first objective (a fraction): lower values are
+                                              # drawn on the bottom edge, as on the front plot
 
 
-def params_plot_info(summaries: Sequence[StudySummary], *, sparsity_axis: str = "logit") -> ParamsPlotInfo:
+def params_plot_info(
+    summaries: Sequence[StudySummary],
+    *,
+    sparsity_axis: str = "logit",
+    log_scales: Mapping[str, bool] | None = None,
+    accuracy_floor: float | None = None,
+) -> ParamsPlotInfo:
+    """What the parameter plot shows; ``log_scales``: {field: searched on a log scale}, from the
+    study file (fields it leaves out, or None: decided by the values' spread); ``accuracy_floor``:
+    the lowest accuracy of the first row's range (the front plot's ``y_range[0]``)."""
     trials = pd.concat([s.ranked for s in summaries], ignore_index=True)
-    params = tuple(_param_axis(trials, column) for column in searched_columns(trials))
+    params = tuple(_param_axis(trials, column, (log_scales or {}).get(column.removeprefix(PARAM_PREFIX)))
+                   for column in searched_columns(trials))
     if not params:
         raise AnalysisError("no searched parameter to plot: no searched_json and no parameter varies")
     objectives = summaries[0].objectives
@@ -68,7 +82,8 @@ def params_plot_info(summaries: Sequence[StudySummary], *, sparsity_axis: str = 
         for s in summaries
     )
     rows = tuple((o.name, o.label, _objective_scale(o, trials)) for o in objectives)
-    return ParamsPlotInfo(params, rows, studies, sparsity_axis)
+    floor = accuracy_floor if rows[0][2] == "percent" else None
+    return ParamsPlotInfo(params, rows, studies, sparsity_axis, floor)
 
 
 def _objective_scale(objective: Objective, trials: pd.DataFrame) -> str:
@@ -80,7 +95,7 @@ def _objective_scale(objective: Objective, trials: pd.DataFrame) -> str:
     return "log" if is_log_scaled(values[values > 0]) else "linear"
 
 
-def _param_axis(trials: pd.DataFrame, column: str) -> ParamAxis:
+def _param_axis(trials: pd.DataFrame, column: str, searched_log: bool | None = None) -> ParamAxis:
     values = trials[column]
     if not is_numeric(values):
         categories = tuple(sorted(values.dropna().astype(str).unique()))
@@ -88,7 +103,8 @@ def _param_axis(trials: pd.DataFrame, column: str) -> ParamAxis:
     numbers = values.to_numpy(dtype=float, na_value=np.nan)
     positive = numbers[numbers > 0]
     finite = numbers[np.isfinite(numbers)]
-    if not is_log_scaled(positive) or np.any(finite < 0):
+    log = is_log_scaled(positive) if searched_log is None else searched_log
+    if not log or not positive.size or np.any(finite < 0):
         return ParamAxis(column, column_label(column), "linear")
     has_zero = np.any(finite == 0)
     zero_at = float(10 ** (np.floor(np.log10(positive.min())) - 1)) if has_zero else None
@@ -109,12 +125,17 @@ def draw_params(
         _set_param_axis(axes[-1, column], param)
         axes[-1, column].set_xlabel(param.label + _SCALE_NOTES.get(param.scale, ""))
     handles = [axes[0, 0].scatter([], [], color="w", edgecolors="k", s=30, label="on the front")]
-    figure.legend(handles=handles, loc="outside upper right", fontsize=8)
+    if info.accuracy_floor is not None and any(_below(info, s.y[0], 0).any() for s in info.studies):
+        below = sum(int(_below(info, s.y[0], 0).sum()) for s in info.studies)
+        handles.append(axes[0, 0].scatter(
+            [], [], marker="v", s=16, color="0.35",
+            label=f"{below:,} below {100 * info.accuracy_floor:.1f}% accuracy: on the bottom edge"))
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
     figure.suptitle("Searched parameters against the objectives (finished trials)", fontsize=11)
     return figure
 
 
-_SCALE_NOTES = {"log": " (log scale)"}
+_SCALE_NOTES = {"log": ", log scale"}  # "β (beta), log scale"
 
 
 def _draw_panel(ax, info: ParamsPlotInfo, column: int, row: int, scale: str) -> None:
@@ -125,8 +146,17 @@ def _draw_panel(ax, info: ParamsPlotInfo, column: int, row: int, scale: str) -> 
         y = _y(info, study.y[row], scale)
         front = np.array(study.on_front, dtype=bool)
         label = study.study if column == 0 and row == 0 and len(info.studies) > 1 else None
-        ax.scatter(x, y, color=color, marker=marker, s=14, alpha=0.6, lw=0, label=label)
-        ax.scatter(x[front], y[front], facecolors="none", edgecolors="k", marker=marker, s=30, lw=0.8)
+        below = _below(info, study.y[row], row)
+        ax.scatter(x[~below], y[~below], color=color, marker=marker, s=14, alpha=0.6, lw=0, label=label)
+        ax.scatter(x[front & ~below], y[front & ~below], facecolors="none", edgecolors="k", marker=marker,
+                   s=30, lw=0.8)
+        edge = blended_transform_factory(ax.transData, ax.transAxes)
+        ax.scatter(x[below], np.zeros(int(below.sum())), transform=edge, marker="v", s=16, color=color,
+                   alpha=0.7, lw=0, clip_on=False, zorder=5)
+    if row == 0 and info.accuracy_floor is not None:
+        top = 100 * max(float(np.nanmax(np.array(s.y[0], dtype=float))) for s in info.studies)
+        low = 100 * info.accuracy_floor
+        ax.set_ylim(low, top + 0.05 * max(top - low, 0.1))
     if scale == "sparsity":
         configure_sparsity_axis(ax, info.sparsity_axis, _all_y(info, row), which="y")
     elif scale == "log":
@@ -134,6 +164,14 @@ def _draw_panel(ax, info: ParamsPlotInfo, column: int, row: int, scale: str) -> 
     if column == 0 and row == 0 and len(info.studies) > 1:
         ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
+
+
+def _below(info: ParamsPlotInfo, values: tuple[float, ...], row: int) -> np.ndarray:
+    """Accuracies under the first row's range: drawn as marks on its bottom edge."""
+    values = np.array(values, dtype=float)
+    if row != 0 or info.accuracy_floor is None:
+        return np.zeros(values.shape, dtype=bool)
+    return values < info.accuracy_floor
 
 
 def _y(info: ParamsPlotInfo, values: tuple[float, ...], scale: str) -> np.ndarray:
@@ -162,6 +200,12 @@ def _set_param_axis(ax, param: ParamAxis) -> None:
         ax.set_xscale("log")
         if param.zero_at is not None:
             _add_zero_tick(ax, param.zero_at)
+        else:  # few plainly written ticks (0.001, 0.002, 0.005): minor log labels collide
+            low, high = ax.get_xlim()
+            ticks = log_ticks(low, high)
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlim(low, high)
     elif param.scale == "category":
         ax.set_xticks(range(len(param.categories)), param.categories, rotation=30, ha="right")
         ax.set_xlim(-0.5, len(param.categories) - 0.5)

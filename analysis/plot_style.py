@@ -24,14 +24,16 @@ STUDY_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"
 STUDY_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
 MISSING_COLOR = "#b0b0b0"
 SPARSITY_AXES = ("logit", "sparsity", "compression")
+MAX_SIDE_PX = 10_000  # 10,000 x 10,000 px is 400 MB of pixels; far larger fails inside Agg
 LOGIT_TICKS = (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999)
 
 
 def new_figure(size_px: tuple[int, int], dpi: int = DEFAULT_DPI) -> Figure:
     """A figure that saves to exactly ``size_px`` pixels at ``dpi``."""
     width, height = size_px
-    if width < 100 or height < 100 or dpi <= 0:
-        raise AnalysisError(f"figure size {width}x{height} px at {dpi} dpi: use at least 100x100 px")
+    if not (100 <= width <= MAX_SIDE_PX and 100 <= height <= MAX_SIDE_PX and 10 <= dpi <= 1200):
+        raise AnalysisError(f"figure size {width}x{height} px at {dpi} dpi: use 100 to "
+                            f"{MAX_SIDE_PX:,} px a side and 10 to 1200 dpi")
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)  # a renderer to measure text with, without pyplot's global state
     return figure
@@ -71,6 +73,10 @@ def log_ticks(low: float, high: float) -> list[float]:
         ticks = [d * m for d in decades for m in multiples if low <= d * m <= high]
         if len(ticks) >= 3:
             break
+    if not ticks:  # a range narrower than 1-2-5: its ends, or its middle, to 3 digits
+        ends = [float(f"{v:.3g}") for v in (low, high)]
+        ticks = [t for t in dict.fromkeys(ends) if low <= t <= high]
+        return ticks or [float(f"{np.sqrt(low * high):.3g}")]
     step = int(np.ceil(len(ticks) / 8))  # at most about eight
     return [float(f"{t:.6g}") for t in ticks[::step]]
 
@@ -130,10 +136,11 @@ def configure_sparsity_axis(
 def place_labels(ax: Axes, anchors: Sequence[tuple[float, float, str]], *, fontsize: float = 8) -> None:
     """Annotate data points with text, staggering labels so that they do not overlap.
 
-    A simple greedy placement: each label takes the nearest candidate offset whose text box
-    overlaps no label placed before it, no anchor marker and not the legend, and stays inside
-    the axes; when none is free, the one with the fewest collisions (covered data points count
-    a little, other labels and leaving the axes a lot).
+    A greedy placement, anchors taken by increasing x: each label takes the nearest candidate
+    offset whose text box overlaps no label placed before it, no anchor marker and not the legend,
+    stays inside the axes, and whose leader line crosses no earlier leader line nor label; when
+    none is free, the one with the fewest collisions (covered data points count a little, other
+    labels, crossed leader lines and leaving the axes a lot).
     """
     if not anchors:
         return
@@ -144,26 +151,57 @@ def place_labels(ax: Axes, anchors: Sequence[tuple[float, float, str]], *, fonts
     if ax.get_legend() is not None:
         obstacles.append(ax.get_legend().get_window_extent(renderer))
     points, axes_box = _drawn_points(ax), ax.get_window_extent(renderer)
+    labels: list[Bbox] = []
+    leaders: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def cost(box: Bbox) -> float:
+    def cost(box: Bbox, leader: tuple[np.ndarray, np.ndarray]) -> float:
         inside = (points[:, 0] >= box.x0) & (points[:, 0] <= box.x1)
         inside &= (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)
-        return sum(box.overlaps(o) for o in obstacles) + 3 * _outside(box, axes_box) + 0.2 * inside.sum()
+        crossings = sum(segments_cross(*leader, *other) for other in leaders)
+        crossings += sum(_segment_hits_box(*leader, other) for other in labels)
+        return (sum(box.overlaps(o) for o in obstacles + labels) + 3 * _outside(box, axes_box)
+                + 2 * crossings + 0.2 * inside.sum())
 
     for x, y, text in sorted(anchors, key=lambda a: (a[0], a[1])):
-        best, best_box, best_cost = None, None, np.inf
+        anchor = ax.transData.transform((x, y))
+        best, best_box, best_leader, best_cost = None, None, None, np.inf
         for dx, dy in _LABEL_OFFSETS:
             annotation, box = _annotate(ax, x, y, text, (dx, dy), fontsize, renderer)
-            candidate_cost = cost(box)
+            leader = (anchor, _nearest_in_box(anchor, box))
+            candidate_cost = cost(box, leader)
             if candidate_cost < best_cost:
                 if best is not None:
                     best.remove()
-                best, best_box, best_cost = annotation, box, candidate_cost
+                best, best_box, best_leader, best_cost = annotation, box, leader, candidate_cost
             else:
                 annotation.remove()
             if best_cost == 0:
                 break
-        obstacles.append(best_box)
+        labels.append(best_box)
+        leaders.append(best_leader)
+
+
+def segments_cross(a0, a1, b0, b1) -> bool:
+    """Whether segments a0-a1 and b0-b1 (2-D points) cross; touching at an end point is not crossing."""
+    def side(p, q, r) -> float:
+        return float((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0]))
+    d1, d2 = side(b0, b1, a0), side(b0, b1, a1)
+    d3, d4 = side(a0, a1, b0), side(a0, a1, b1)
+    return d1 * d2 < 0 and d3 * d4 < 0
+
+
+def _nearest_in_box(point: np.ndarray, box: Bbox) -> np.ndarray:
+    """Where a leader line from ``point`` meets the label box (the box's nearest point)."""
+    return np.array([min(max(point[0], box.x0), box.x1), min(max(point[1], box.y0), box.y1)])
+
+
+def _segment_hits_box(p0: np.ndarray, p1: np.ndarray, box: Bbox) -> bool:
+    """Whether a leader line passes through another label's box (sampled along the line)."""
+    for t in np.linspace(0.1, 0.9, 9):
+        q = p0 + t * (p1 - p0)
+        if box.x0 < q[0] < box.x1 and box.y0 < q[1] < box.y1:
+            return True
+    return False
 
 
 def _annotate(ax: Axes, x: float, y: float, text: str, offset: tuple[float, float], fontsize, renderer):
@@ -179,8 +217,9 @@ def _annotate(ax: Axes, x: float, y: float, text: str, offset: tuple[float, floa
     return annotation, Text.get_window_extent(annotation, renderer).padded(2)
 
 
-# Offsets in points, nearest first: right/left of the point, then higher and lower.
-_LABEL_OFFSETS = [(dx, dy) for dy in (5, -5, 16, -16, 28, -28, 40, -40, 54, -54) for dx in (8, -8)]
+# Offsets in points, nearest first: right/left of the point, then higher and lower, then farther out.
+_LABEL_OFFSETS = [(dx, dy) for dx_far in (8, 30) for dy in (5, -5, 16, -16, 28, -28, 40, -40, 54, -54)
+                  for dx in (dx_far, -dx_far)]
 
 
 def _drawn_points(ax: Axes) -> np.ndarray:

@@ -5,6 +5,7 @@ accuracy is shown beside each front member but never used to choose them.
 """
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,15 +16,16 @@ import pandas as pd
 
 from analysis import schema
 from analysis.errors import AnalysisError
-from analysis.load import BadFile
+from analysis.load import SOURCE_COLUMN, BadFile
 from analysis.plot_front import draw_front, front_plot_info
 from analysis.plot_params import draw_params, params_plot_info
 from analysis.plot_progress import draw_progress, progress_plot_info
 from analysis.plot_style import column_label, percent, save_figure
 from analysis.reference_points import Reference
 from analysis.sensitivity import choice_summaries, rank_correlations
-from analysis.summary import (RANK_COLUMN, StudySummary, best_accuracy_at_sparsity,
-                              best_sparsity_at_accuracy)
+from analysis.study_file import log_scales
+from analysis.summary import (CHANCE_MARGIN, RANK_COLUMN, StudySummary, at_chance,
+                              best_accuracy_at_sparsity, best_sparsity_at_accuracy, chance_accuracy_of)
 
 DEFAULT_AT_SPARSITY = (0.5, 0.9, 0.99, 0.999)
 DEFAULT_ACCURACY_DROPS = (0.005, 0.01, 0.02)  # below the best validation accuracy
@@ -35,6 +37,7 @@ FRONT_COLUMNS = (
     ("threshold", "metric_threshold"), ("val acc", "metric_val_acc"), ("test acc", "metric_test_acc"),
     ("sparsity", "metric_sparsity"), ("compression", "metric_compression"), ("non-zeros", "metric_nonzeros"),
 )
+CHANCE_MARK = " (chance)"  # after the validation accuracy of a front row at chance level
 _PERCENT_COLUMNS = {"metric_val_acc", "metric_test_acc", "metric_sparsity", "metric_sparsity_all"}
 
 
@@ -65,6 +68,7 @@ def write_report(
         _header(summary, trials),
         _summary_section(summary),
         _front_section(summary),
+        _export_section(summary),
         _queries_section(summary, options),
         _sensitivity_section(summary),
         "## Plots\n\n" + "\n\n".join(f"![{title}]({name})" for title, name in plots),
@@ -72,7 +76,27 @@ def write_report(
     ]
     path = out_dir / "report.md"
     path.write_text("\n\n".join(s for s in sections if s) + "\n", encoding="utf-8")
+    write_front_csv(summary, out_dir / FRONT_CSV)
     return path
+
+
+FRONT_CSV = "front.csv"
+FRONT_CSV_METRICS = ("metric_threshold", "metric_val_acc", "metric_test_acc", "metric_sparsity",
+                     "metric_compression", "metric_nonzeros")
+
+
+def write_front_csv(summary: StudySummary, path: Path) -> None:
+    """The front table as CSV, for other tools: trial id, every searched parameter (``param_*``,
+    and ``param_lam`` even when the threshold was searched: it was derived), then the threshold,
+    validation and test accuracy (fractions), sparsity, compression and non-zeros. One row per
+    front member, by increasing second objective, as in report.md."""
+    from analysis.sensitivity import searched_columns
+    front = summary.front
+    params = [c for c in searched_columns(summary.ranked) if c in front.columns]
+    if "param_threshold" in params and "param_lam" in front.columns and "param_lam" not in params:
+        params.append("param_lam")
+    columns = ["trial_id", *params, *(c for c in FRONT_CSV_METRICS if c in front.columns)]
+    front.reindex(columns=columns).to_csv(path, index=False)
 
 
 def _write_plots(summary: StudySummary, out_dir: Path, options: ReportOptions) -> list[tuple[str, str]]:
@@ -83,11 +107,18 @@ def _write_plots(summary: StudySummary, out_dir: Path, options: ReportOptions) -
     save_figure(draw_progress(progress_plot_info([summary]), dpi=options.dpi), out_dir / "hypervolume.png")
     plots = [("Accuracy-sparsity front", "front.png"), ("Hypervolume after each trial", "hypervolume.png")]
     try:
-        params = params_plot_info([summary], sparsity_axis=options.x_axis)
+        params = params_plot_info([summary], sparsity_axis=options.x_axis, log_scales=_log_scales(summary),
+                                  accuracy_floor=front.y_range[0])
     except AnalysisError:  # nothing was searched: no parameter plot
         return plots
     save_figure(draw_params(params, dpi=options.dpi), out_dir / "params.png")
     return plots + [("Searched parameters against the objectives", "params.png")]
+
+
+def _log_scales(summary: StudySummary) -> dict[str, bool] | None:
+    """How the parameters were searched, from the study file beside the results (if any)."""
+    sources = summary.ranked.get(SOURCE_COLUMN, pd.Series(dtype=str)).dropna().unique()
+    return log_scales(str(sources[0])) if len(sources) == 1 else None
 
 
 def _header(summary: StudySummary, trials: pd.DataFrame) -> str:
@@ -128,18 +159,51 @@ def _front_section(summary: StudySummary) -> str:
     columns = list(FRONT_COLUMNS) + [(o.name, o.column) for o in summary.objectives
                                      if o.column not in {c for _, c in FRONT_COLUMNS}]
     front = summary.front
-    rows = [[_value(column, row.get(column)) for _, column in columns] for _, row in front.iterrows()]
+    chance = chance_accuracy_of(summary.ranked)
+    collapsed = at_chance(front["metric_val_acc"], chance)
+    rows = [[_value(column, row.get(column)) + (CHANCE_MARK if column == "metric_val_acc" and low else "")
+             for _, column in columns] for low, (_, row) in zip(collapsed, front.iterrows())]
+    note = ""
+    if collapsed.any():
+        note = (f"\n\n{CHANCE_MARK.strip()}: at chance level (validation accuracy at most"
+                f" {CHANCE_MARGIN:g} × {percent(chance, 0)}, the accuracy of guessing): the network collapsed;"
+                " such a trial is on the front only because no useful trial reached its sparsity,"
+                " and it is left out of the best trade-offs below.")
     return "\n".join([
         "## Pareto front", "",
         f"Non-dominated finished trials by increasing {summary.objectives[1].name}. Chosen on"
         f" {', '.join(o.name for o in summary.objectives)} only; test accuracy is shown but was"
         " not used to choose them.", "",
         _table([heading for heading, _ in columns], rows),
+    ]) + note
+
+
+def _export_section(summary: StudySummary) -> str:
+    """The `rvsm model` command that exports each front trial (text only: no torch here)."""
+    front = summary.front
+    if front.empty:
+        return ""
+    sources = summary.ranked.get("source", pd.Series(dtype=str)).dropna()
+    study = str(sources.iloc[0]) if len(sources) else "STUDY"
+    commands = [f"rvsm model {shlex.quote(study)} --trial {shlex.quote(str(trial))} -o "
+                f"{shlex.quote(f'models/{trial}')}" for trial in front["trial_id"]]
+    return "\n".join([
+        "## Export a front network", "",
+        "Each front trial, in the order of the table, as `model.safetensors`, a CSR copy of its sparse"
+        " tensors, `model.json` (config, metrics, provenance, how to rebuild it) and a README"
+        " (see docs/export.md):", "",
+        "```sh", *commands, "```",
     ])
 
 
 def _queries_section(summary: StudySummary, options: ReportOptions) -> str:
+    """Best-at queries over the trials above chance level (a collapsed network is no trade-off)."""
     trials = summary.ranked
+    collapsed = at_chance(trials["metric_val_acc"], chance_accuracy_of(trials))
+    excluded = int(collapsed.sum())
+    trials = trials[~collapsed]
+    if trials.empty:
+        return "## Best trade-offs\n\nNone: every finished trial is at chance level."
     best = float(np.nanmax(trials["metric_val_acc"].to_numpy(dtype=float, na_value=np.nan)))
     at_accuracy = options.at_accuracy or tuple(round(best - d, 4) for d in DEFAULT_ACCURACY_DROPS)
     headings = ("trial", "val acc", "test acc", "sparsity", "compression")
@@ -147,8 +211,10 @@ def _queries_section(summary: StudySummary, options: ReportOptions) -> str:
                    for s in options.at_sparsity]
     by_accuracy = [[f"≥ {percent(a)}", *_query_row(best_sparsity_at_accuracy(trials, a))]
                    for a in at_accuracy]
+    left_out = (f" ({excluded:,} finished trial{'s' if excluded != 1 else ''} at chance level left out)"
+                if excluded else "")
     return "\n".join([
-        "## Best trade-offs", "", "Best validation accuracy at a sparsity of at least:", "",
+        "## Best trade-offs", "", f"Best validation accuracy at a sparsity of at least{left_out}:", "",
         _table(("sparsity", *headings), by_sparsity), "",
         "Best sparsity at a validation accuracy of at least:", "",
         _table(("val acc", *headings), by_accuracy),
@@ -222,9 +288,9 @@ def _value(column: str, value) -> str:
     if column in _PERCENT_COLUMNS:
         return percent(float(value), 3 if float(value) > 0.999 else 2)
     if column == "metric_compression":
-        return f"{float(value):.1f}×"
+        return f"{float(value):,.1f}×"
     if isinstance(value, (int, np.integer)) or column == "metric_nonzeros":
-        return str(int(value))
+        return f"{int(value):,}"
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.3g}"
     return str(value)

@@ -1,11 +1,23 @@
 """The results schema: the one contract between the study runner (writer) and analysis (reader).
 
-A study folder holds ``results/trials/<trial_id>.parquet`` (one row: the trial's latest state)
-and ``results/epochs/<trial_id>/<epoch:05d>.parquet`` (one row per reported epoch). Every file is
-written whole to a temporary name and renamed, so a reader never sees half a file, and a file's
-name is its key, so a rewrite replaces rather than duplicates.
+Layout (version 2) of a study folder's ``results/``:
 
-Columns are fixed per schema version so that pyarrow, pandas, polars and DuckDB read the folder
+- ``trials/part-<generation>.parquet``: compacted trial rows, many trials per file;
+  ``trials/<trial_id>.parquet``: the live row of a trial not compacted yet (its latest state,
+  rewritten at every event).
+- ``epochs/part-<generation>.parquet``: compacted epoch rows; ``epochs/<trial_id>/<epoch:05d>.parquet``:
+  live epoch rows, one per file.
+
+The writer lands each event in a live file (written whole under a temporary name outside these
+folders, then renamed); compaction (``study.compaction``) moves ended trials' rows into part
+files, writing each part before deleting what it replaces. A row can therefore sit in a part and
+in a live file for a moment (or until the next compaction after a kill): readers keep one row per
+trial (``latest_trial_rows``: an ended state beats ``running``, then more epochs, then the later
+file) and one per ``(trial_id, metric_epoch)`` (``unique_epoch_rows``). Version 1 (one live file
+per trial and per epoch, no parts) reads with the same rules. A metric that was not measured is
+null (version 1 wrote NaN for a diverged trial's accuracies).
+
+Columns are fixed per schema version so that pyarrow, pandas, polars and DuckDB read each folder
 as one dataset; ``param_*`` columns depend on the study's training fields (every field, searched
 or fixed), ``metric_*`` columns are the ones below.
 """
@@ -13,15 +25,17 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 RESULTS_DIR = "results"
 TRIALS_DIR = "trials"
 EPOCHS_DIR = "epochs"
+PART_PREFIX = "part-"  # compacted files; a live file is named for its trial id, which never starts so
 
 # Trial states, in the trials table's `state` column.
 RUNNING, FINISHED, DIVERGED, ERRORED, STOPPED = "running", "finished", "diverged", "errored", "stopped"
 STATES = (RUNNING, FINISHED, DIVERGED, ERRORED, STOPPED)
+TERMINAL_STATES = (FINISHED, DIVERGED, ERRORED, STOPPED)  # final: no later row replaces one
 
 # Metrics the trainable reports every epoch (fractions in [0, 1] unless said otherwise).
 EPOCH_METRICS: dict[str, pa.DataType] = {
@@ -41,6 +55,7 @@ EPOCH_METRICS: dict[str, pa.DataType] = {
     "samples_per_s": pa.float64(),
     "diverged": pa.bool_(),
     "layer_sparsity_json": pa.string(),  # {"conv1.weight": 0.93, ...}
+    "layer_threshold_json": pa.string(),  # per-tensor thresholds t_l: {"conv1.weight": 0.012, ...}
 }
 # Reported once, in the last report of a trial that completed.
 FINAL_METRICS: dict[str, pa.DataType] = {

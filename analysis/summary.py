@@ -8,16 +8,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.hypervolume import hypervolume, hypervolume_progress
 from analysis.load import finished, state_counts
-from analysis.objectives import Objective, default_reference, objective_values
+from analysis.objectives import CHANCE_ACCURACY, Objective, default_reference, objective_values
 from analysis.pareto import best_subject_to, knee_index, non_dominated_ranks
 
 RANK_COLUMN = "pareto_rank"  # 0 = front, -1 = a NaN objective
+# "At chance level": an accuracy at most this multiple of 1 / number of classes. A collapsed
+# network predicts one class and scores that class's share (11.35% of MNIST's test images).
+CHANCE_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,9 @@ def summarise_study(
     reference: Sequence[float] | None = None,
 ) -> StudySummary:
     """Analyse one study's trials (every state); raises if none finished."""
-    study = str(trials["study"].iloc[0]) if len(trials) else "?"
+    if trials.empty:
+        raise AnalysisError("no trials recorded: nothing to analyse")
+    study = str(trials["study"].iloc[0])
     counts = state_counts(trials).get(study, {})
     done = finished(trials)
     if done.empty:
@@ -113,3 +120,30 @@ def _best(trials: pd.DataFrame, objective: str, constraint: str, minimum: float)
         minimum,
     )
     return None if index is None else done.iloc[index]
+
+
+def chance_accuracy_of(trials: pd.DataFrame) -> float | None:
+    """1 / number of classes of the trials' dataset (``param_dataset``, else ``config_json``);
+    None when it is not recorded, unknown, or differs between trials."""
+    datasets = set(trials.get("param_dataset", pd.Series(dtype=object)).dropna().astype(str))
+    if not datasets:
+        datasets = {_config_dataset(text) for text in trials.get("config_json", pd.Series(dtype=object)).dropna()}
+    chances = {CHANCE_ACCURACY.get(d) for d in datasets}
+    return chances.pop() if len(chances) == 1 and None not in chances else None
+
+
+def _config_dataset(text: str) -> str | None:
+    try:
+        dataset = json.loads(text).get("dataset")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return dataset if isinstance(dataset, str) else None
+
+
+def at_chance(accuracy, chance: float | None) -> np.ndarray:
+    """Which accuracies (fractions) are at or below chance level (``CHANCE_MARGIN`` x chance);
+    all False when the chance accuracy is unknown; NaN is not at chance."""
+    accuracy = np.asarray(pd.to_numeric(pd.Series(accuracy, dtype=object), errors="coerce"), dtype=float)
+    if chance is None:
+        return np.zeros(accuracy.shape, dtype=bool)
+    return accuracy <= CHANCE_MARGIN * chance

@@ -2,11 +2,14 @@
 
 The same searches (sampler, seeds, problem) run twice: every trial to its last epoch, and with
 `study.scheduler.ParetoEarlyStopping` deciding after each epoch whether to stop the trial (the
-rule the Ray scheduler applies). A stopped trial is told to Optuna with its last values, as
-Ray Tune does; only trials that ran to the end count for the hypervolume, as in the analysis.
-Trials run in-process, one thread each, two searches at a time.
+rule the Ray scheduler applies). How a stopped trial is told to the sampler is the other
+variable (`--stopped-as`, one early-stopping search each): `pruned` (what the study does, see
+study.search.STATE_IN_OPTUNA), `complete` (its last, partial values: what Ray's OptunaSearch
+does) or `fail` (left out of what the sampler learns). Only trials that ran to the end count for
+the hypervolume, as in the analysis. Trials run in-process, one thread each, two searches at a time.
 
 Usage: python bench/early_stopping.py [--trials 24] [--epochs 4] [--seeds 0 1 2] [--quick]
+                                      [--stopped-as pruned complete fail]
 Saves bench/out/early_stopping.json.
 """
 from __future__ import annotations
@@ -31,8 +34,8 @@ class Stop(Exception):
     pass
 
 
-def run_search(job: tuple[int, bool, int, int, int, bool]) -> dict:
-    seed, early, trials, epochs, min_dominating, quick = job
+def run_search(job: tuple[int, bool, int, int, int, bool, str]) -> dict:
+    seed, early, trials, epochs, min_dominating, quick, stopped_as = job
     import optuna
     import torch
 
@@ -72,12 +75,16 @@ def run_search(job: tuple[int, bool, int, int, int, bool]) -> dict:
         if last.get("diverged") or not (math.isfinite(acc) and math.isfinite(sparsity)):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
+        if stopped and stopped_as != "complete":
+            study.tell(trial, state=optuna.trial.TrialState[stopped_as.upper()])
+            continue
         study.tell(trial, [acc, sparsity])
         if not stopped:
             rule.finish(f"t{number}")
             finished.append([acc, sparsity])
     cpu = time.process_time() - start
-    return {"seed": seed, "early_stopping": early, "finished": finished, "cpu_s": cpu,
+    return {"seed": seed, "early_stopping": early, "stopped_as": stopped_as if early else None,
+            "finished": finished, "cpu_s": cpu,
             "epochs_run": epochs_run, "trials": trials}
 
 
@@ -88,13 +95,17 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--min-dominating", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--stopped-as", nargs="+", default=["pruned", "complete"],
+                        choices=["pruned", "complete", "fail"],
+                        help="how a stopped trial is told to the sampler (one search each)")
     args = parser.parse_args()
     _, description = problem(args.quick)
     print(f"problem: {description.replace('2 epochs', f'{args.epochs} epochs')}; tpe, "
           f"{args.trials} trials; stop when dominated by >= {args.min_dominating} finished "
           f"trials at the same epoch (grace 1 epoch)", flush=True)
-    jobs = [(seed, early, args.trials, args.epochs, args.min_dominating, args.quick)
-            for seed in args.seeds for early in (False, True)]
+    variants = [(False, "complete")] + [(True, how) for how in args.stopped_as]
+    jobs = [(seed, early, args.trials, args.epochs, args.min_dominating, args.quick, how)
+            for seed in args.seeds for early, how in variants]
     with ProcessPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(run_search, jobs))
     rows = []
@@ -103,28 +114,34 @@ def main() -> None:
         r["hypervolume"] = hv
         r["hv_per_cpu_hour"] = hv / (r["cpu_s"] / 3600)
         rows.append(r)
-        print(f"  seed {r['seed']} early stopping {'on ' if r['early_stopping'] else 'off'}: "
+        print(f"  seed {r['seed']} {_label(r['early_stopping'], r['stopped_as'])}: "
               f"HV {hv:.4f}, {r['epochs_run']} epochs, CPU {r['cpu_s']:.0f} s, "
               f"HV per CPU-hour {r['hv_per_cpu_hour']:.2f}")
     summary = {}
-    for early in (False, True):
-        mine = [r for r in rows if r["early_stopping"] == early]
-        summary["on" if early else "off"] = {
+    for early, how in variants:
+        label = _label(early, how)
+        mine = [r for r in rows if _label(r["early_stopping"], r["stopped_as"]) == label]
+        summary[label] = {
             "median_hypervolume": float(np.median([r["hypervolume"] for r in mine])),
             "median_cpu_s": float(np.median([r["cpu_s"] for r in mine])),
             "median_hv_per_cpu_hour": float(np.median([r["hv_per_cpu_hour"] for r in mine])),
         }
-    on, off = summary["on"], summary["off"]
-    print(f"\nmedians: off HV {off['median_hypervolume']:.4f} in {off['median_cpu_s']:.0f} CPU-s "
-          f"({off['median_hv_per_cpu_hour']:.2f}/CPU-h); on HV {on['median_hypervolume']:.4f} "
-          f"in {on['median_cpu_s']:.0f} CPU-s ({on['median_hv_per_cpu_hour']:.2f}/CPU-h); "
-          f"ratio on/off per CPU-hour x{on['median_hv_per_cpu_hour'] / off['median_hv_per_cpu_hour']:.3f}")
+    off = summary[_label(False, None)]
+    print("\nmedians (same seeds):")
+    for label, m in summary.items():
+        print(f"  {label}: HV {m['median_hypervolume']:.4f} in {m['median_cpu_s']:.0f} CPU-s, "
+              f"{m['median_hv_per_cpu_hour']:.2f}/CPU-h "
+              f"(x{m['median_hv_per_cpu_hour'] / off['median_hv_per_cpu_hour']:.3f} of off)")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "early_stopping.json").write_text(json.dumps(
         {"problem": description, "reference": REFERENCE, "summary": summary, "runs": rows,
          "machine": f"{os.cpu_count()} CPUs"}, indent=2))
     print(f"saved {out / 'early_stopping.json'}")
+
+
+def _label(early: bool, stopped_as: str | None) -> str:
+    return f"on, stopped told as {stopped_as}" if early else "off"
 
 
 if __name__ == "__main__":

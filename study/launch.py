@@ -5,11 +5,12 @@ folder: run 0 is `rvsm run`, each `rvsm extend` adds a run, `rvsm resume` restor
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass
-from datetime import datetime, timezone
+import posixpath
+import sqlite3
+import tempfile
+from functools import partial
 from pathlib import Path
 
 # Read by Ray Tune when the Tuner is built: snapshot the experiment every 2 s (not every 10+ s)
@@ -22,15 +23,20 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 import optuna  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from analysis import schema  # noqa: E402
-from study import search  # noqa: E402
+from study import compaction, search  # noqa: E402
+from study.bookkeeping import (TERMINAL, RunInfo, plan_run, runs, target_trials,  # noqa: E402,F401
+                               terminal_trials)
 from study.progress import ProgressCallback  # noqa: E402
-from study.scheduler import make_scheduler  # noqa: E402
-from study.results import ResultsCallback, ResultsWriter, param_types  # noqa: E402
+from study.scheduler import StudyScheduler, make_scheduler  # noqa: E402
+from study.results import (ResultsCallback, ResultsWriter, param_types, recorded_ends,  # noqa: E402
+                           recorded_trials)
+from study.searcher import StudySearch  # noqa: E402
 from study.spec import SpecError, StudySpec  # noqa: E402
 from study.storage import OPTUNA_DIR, RUNS_DIR, StudyLocation  # noqa: E402
 from trainables.config import TrainConfig  # noqa: E402
@@ -40,20 +46,6 @@ from trainables.tune_trainable import rvsm_trainable  # noqa: E402
 # results are in Parquet.
 logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TERMINAL = (schema.FINISHED, schema.DIVERGED, schema.ERRORED, schema.STOPPED)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    index: int
-    num_samples: int
-    trial_offset: int
-    adds_to_target: int  # 0 for a run that only replaces trials an earlier run lost
-    created_at: str = ""  # ISO time (UTC)
-
-    @property
-    def name(self) -> str:
-        return f"{self.index:03d}"
 
 
 class StudyInterrupted(Exception):
@@ -63,15 +55,11 @@ class StudyInterrupted(Exception):
 # -- Ray ------------------------------------------------------------------------------------------
 
 def connect(spec: StudySpec, *, verbose: bool) -> None:
-    """Join the cluster named in the study, or start a local Ray owned by this process."""
-    if ray.is_initialized():
-        return
-    kwargs = dict(log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING,
-                  include_dashboard=False if spec.cluster.address is None else None)
-    # "local" rather than None: a stale /tmp/ray/ray_current_cluster would make Ray try to join
-    # a cluster that is gone.
-    ray.init(address=spec.cluster.address or "local",
-             **{k: v for k, v in kwargs.items() if v is not None})
+    """Join the cluster named in the study, or start a local Ray owned by this process;
+    study.cluster.ClusterError (one line) when the cluster cannot be joined."""
+    from study import cluster
+    cluster.connect(spec.cluster.address, timeout_s=spec.cluster.connect_timeout_s,
+                    verbose=verbose)
 
 
 def check_resources(spec: StudySpec) -> None:
@@ -86,51 +74,17 @@ def check_resources(spec: StudySpec) -> None:
                         f"{available.get('CPU', 0):g} CPUs")
 
 
-# -- runs -----------------------------------------------------------------------------------------
-
-def runs(location: StudyLocation) -> list[RunInfo]:
-    metas = location.list_files(RUNS_DIR, suffix=".run.json")
-    infos = [RunInfo(**json.loads(location.fs.open_input_stream(p).read())) for p in metas]
-    return sorted(infos, key=lambda r: r.index)
-
-
-def plan_run(location: StudyLocation, num_samples: int, *, adds_to_target: bool = True) -> RunInfo:
-    previous = runs(location)
-    offset = previous[-1].trial_offset + previous[-1].num_samples if previous else 0
-    info = RunInfo(index=len(previous), num_samples=num_samples, trial_offset=offset,
-                   adds_to_target=num_samples if adds_to_target else 0,
-                   created_at=datetime.now(timezone.utc).isoformat())
-    location.write_text(json.dumps(info.__dict__), RUNS_DIR, f"{info.name}.run.json")
-    return info
-
-
-def target_trials(location: StudyLocation) -> int:
-    return sum(r.adds_to_target for r in runs(location))
-
-
-def terminal_trials(location: StudyLocation, run: RunInfo | None = None) -> int:
-    """Trials recorded as ended (finished, diverged, errored or stopped), of one run or all."""
-    from analysis.load import load_results
-    if not location.list_files(schema.RESULTS_DIR, schema.TRIALS_DIR):
-        return 0
-    trials = load_results([location.uri]).trials
-    if run is not None:
-        numbers = range(run.trial_offset, run.trial_offset + run.num_samples)
-        trials = trials[trials["trial_number"].isin(numbers)]
-    return int(trials["state"].isin(TERMINAL).sum())
-
-
-def _searcher(spec: StudySpec, location: StudyLocation, run: RunInfo) -> OptunaSearch:
+def _searcher(spec: StudySpec, location: StudyLocation, run: RunInfo) -> StudySearch:
     metrics = [o.metric for o in spec.search.objectives]
     modes = [o.direction for o in spec.search.objectives]
     storage = search.open_storage(_optuna_dir(location))
-    return OptunaSearch(space=search.search_space(spec),
-                        metric=metrics if len(metrics) > 1 else metrics[0],
-                        mode=modes if len(modes) > 1 else modes[0],
-                        # A new seed per run, or an extension with the random sampler would
-                        # replay the first run's points.
-                        sampler=search.make_sampler(spec, seed=spec.study.seed + run.index),
-                        study_name=spec.study.name, storage=storage)
+    return StudySearch(objectives=metrics, space=search.search_space(spec),
+                       metric=metrics if len(metrics) > 1 else metrics[0],
+                       mode=modes if len(modes) > 1 else modes[0],
+                       # A new seed per run, or an extension with the random sampler would
+                       # replay the first run's points.
+                       sampler=search.make_sampler(spec, seed=spec.study.seed + run.index),
+                       study_name=spec.study.name, storage=storage)
 
 
 def _optuna_dir(location: StudyLocation) -> Path:
@@ -139,9 +93,13 @@ def _optuna_dir(location: StudyLocation) -> Path:
 
 def _callbacks(spec: StudySpec, location: StudyLocation, run: RunInfo):
     base = TrainConfig.from_dict(spec.train).to_dict()
-    types = param_types(base)
+    # searched per-layer multipliers (threshold_multipliers.<name>) are flat float params too
+    types = param_types(base) | {p.name: pa.float64() for p in spec.search.params if p.name not in base}
     writer = ResultsWriter(location, spec.study.name, types, [p.name for p in spec.search.params])
-    return [ResultsCallback(writer, run.trial_offset), ProgressCallback(spec, location)]
+    from study.tracking import tracking_callbacks
+    upload = [] if location.is_local else [OptunaUpload(location)]  # first: see OptunaUpload
+    return [*upload, ResultsCallback(writer, run.trial_offset), ProgressCallback(spec, location),
+            *tracking_callbacks(spec.tracking, spec.study.name)]
 
 
 def _trial_dirname(trial) -> str:
@@ -158,7 +116,8 @@ def start_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbose
         _trainable(spec),
         param_space=spec.base_config(),
         tune_config=tune.TuneConfig(search_alg=_searcher(spec, location, run),
-                                    num_samples=run.num_samples, scheduler=make_scheduler(spec),
+                                    num_samples=run.num_samples,
+                                    scheduler=make_scheduler(spec, partial(recorded_trials, location)),
                                     max_concurrent_trials=spec.study.max_concurrent,
                                     # a trial process starts once per slot, not once per trial:
                                     # importing torch and Ray costs seconds each time
@@ -186,18 +145,72 @@ def restore_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbo
         return False
     tuner = tune.Tuner.restore(path, _trainable(spec), resume_unfinished=True,
                                resume_errored=False, restart_errored=False)
+    _rebind(tuner, location)
     _fit(tuner, location, run)
     return True
 
 
+def _rebind(tuner: tune.Tuner, location: StudyLocation) -> None:
+    """Point the restored scheduler and callbacks at the study where it is now. Tune unpickles
+    them as the run built them, naming the study's location then: a study copied or moved since
+    would read the old copy's results (trials whose rows were lost here count as ended) and
+    write its rows there."""
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None:  # Ray Client: the tuner lives on the cluster; nothing to reach here
+        return
+    scheduler = internal._tune_config.scheduler
+    if isinstance(scheduler, StudyScheduler):
+        scheduler.recorded = partial(recorded_trials, location)
+    for callback in internal._run_config.callbacks or []:
+        for holder in (callback, getattr(callback, "writer", None)):
+            if isinstance(getattr(holder, "location", None), StudyLocation):
+                holder.location = location
+
+
 def _fit(tuner: tune.Tuner, location: StudyLocation, run: RunInfo) -> None:
+    _compact(location)  # finishes what a killed run left half compacted
     try:
-        tuner.fit()
+        grid = tuner.fit()
     finally:
+        _compact(location)
         _upload_optuna(location)
-    # After a Ctrl-C, Tune returns normally with trials left over: the results tell.
-    if terminal_trials(location, run) < run.num_samples:
+    # After a Ctrl-C, Tune returns normally with trials left over (and marks them terminated in
+    # memory): the results tell.
+    if _ended_in_run(grid, location) < run.num_samples:
         raise StudyInterrupted("the study was interrupted")
+
+
+def _ended_in_run(grid: tune.ResultGrid, location: StudyLocation) -> int:
+    """How many of the run's trials the results record as ended. By trial id (each trial's folder
+    is named by `_trial_dirname`), not by number: the results' trial numbers are Optuna's, which
+    skip the orphans of a killed driver."""
+    ended = recorded_ends(location)
+    return sum(1 for result in grid
+               if posixpath.basename(result.path.rstrip("/")).removeprefix("trial_") in ended)
+
+
+def _compact(location: StudyLocation) -> None:
+    """All ended trials' rows into one part file per results folder (study.compaction)."""
+    try:
+        compaction.compact(location, full=True)
+    except (OSError, pa.ArrowException) as error:
+        logging.getLogger(__name__).warning(
+            "results compaction failed (every row stays readable; the next run retries): %s", error)
+
+
+class OptunaUpload(tune.Callback):
+    """Keeps the stored Optuna database of a remote study in step with its results: uploaded
+    at every trial end, after Tune told the searcher and before ResultsCallback (listed after
+    this one) writes the trial's ended row, so the stored copy never lags the stored results."""
+
+    def __init__(self, location: StudyLocation):
+        self.location = location
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        _upload_optuna(self.location)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        _upload_optuna(self.location)
 
 
 def _upload_optuna(location: StudyLocation) -> None:
@@ -205,7 +218,20 @@ def _upload_optuna(location: StudyLocation) -> None:
         return
     db = _optuna_dir(location) / search.OPTUNA_DB
     if db.exists():
-        location.write_bytes(db.read_bytes(), OPTUNA_DIR, search.OPTUNA_DB)
+        location.write_bytes(_sqlite_snapshot(db), OPTUNA_DIR, search.OPTUNA_DB)
+
+
+def _sqlite_snapshot(db: Path) -> bytes:
+    """A consistent copy of a SQLite database, even while Optuna writes to it (online backup)."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / search.OPTUNA_DB
+        source, target = sqlite3.connect(db), sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        return copy.read_bytes()
 
 
 def download_optuna(location: StudyLocation) -> None:
@@ -220,7 +246,9 @@ def download_optuna(location: StudyLocation) -> None:
 def complete_study(spec: StudySpec, location: StudyLocation, *, verbose: bool) -> None:
     """Resume the last run, then sample new trials until the study's target is met."""
     download_optuna(location)
-    last = runs(location)[-1]
+    *earlier, last = runs(location)
+    for run in _runs_with_lost_rows(location, earlier):
+        restore_run(spec, location, run, verbose=verbose)
     if not restore_run(spec, location, last, verbose=verbose):
         location.delete(RUNS_DIR, last.name)
         start_run(spec, location, last, verbose=verbose)
@@ -229,3 +257,20 @@ def complete_study(spec: StudySpec, location: StudyLocation, *, verbose: bool) -
         start_run(spec, location, plan_run(location, missing, adds_to_target=False),
                   verbose=verbose)
 
+
+def _runs_with_lost_rows(location: StudyLocation, candidates: list[RunInfo]) -> list[RunInfo]:
+    """The runs (earlier, finished ones) with a trial folder whose trial the results do not
+    record as ended: its rows were in a results file set aside as unreadable (one compacted
+    part holds every run's trials). Restoring such a run re-runs just those trials from their
+    final checkpoints (study.scheduler.StudyScheduler); otherwise the study would sample new
+    trials in their place and the lost ones' configurations would be gone from the results."""
+    ended = recorded_ends(location)
+    lost = []
+    for run in candidates:
+        found = location.fs.get_file_info(pafs.FileSelector(
+            location.join(RUNS_DIR, run.name), allow_not_found=True))
+        ids = {info.base_name.removeprefix("trial_") for info in found
+               if info.type == pafs.FileType.Directory and info.base_name.startswith("trial_")}
+        if ids - ended.keys():
+            lost.append(run)
+    return lost

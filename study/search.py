@@ -1,15 +1,33 @@
-"""The search: Optuna distributions, samplers and the storage that keeps the study's state."""
+"""The search: Optuna distributions, samplers and the storage that keeps the study's state.
+
+Optuna's storage tells the same story as the Parquet results: each Optuna trial carries the user
+attributes `trial_id`, `state` and `epochs_completed` (ATTRS) and ends in the state that matches
+the results' (STATE_IN_OPTUNA); its number is the results' `trial_number`. Pure Optuna: the Ray
+Tune searcher that calls these lives in `study.searcher`.
+"""
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution,
                                   FloatDistribution, IntDistribution)
+from optuna.trial import TrialState
 
+from analysis import schema
 from study.spec import Param, StudySpec
 
 OPTUNA_DB = "optuna.db"
+ATTRS = ("trial_id", "state", "epochs_completed")
+# A stopped trial's values are those of an unfinished training: told as PRUNED, the samplers
+# count it as a poor region (TPE puts it with the worse trials) without a front point that was
+# never reached; docs/performance.md (section 4) has the measurement behind this choice.
+STATE_IN_OPTUNA = {schema.FINISHED: TrialState.COMPLETE, schema.STOPPED: TrialState.PRUNED,
+                   schema.DIVERGED: TrialState.FAIL, schema.ERRORED: TrialState.FAIL}
+ORPHANED = "orphaned"  # user attr `state` of a trial asked by a driver that died before running it
 
 
 def distribution(p: Param) -> BaseDistribution:
@@ -63,3 +81,71 @@ def open_storage(local_dir: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(storage_url(local_dir),
                                       engine_kwargs={"connect_args": {"timeout": 30}})
 
+
+# -- keeping Optuna in step with the results ------------------------------------------------------
+
+def set_objective_names(study: optuna.Study, names: Sequence[str]) -> None:
+    """`study.metric_names`, which the dashboard shows (experimental in Optuna, stable since 3.2)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
+
+
+def set_attrs(trial: optuna.Trial, **attrs) -> bool:
+    """Set user attributes of a trial; False when it has already ended (Optuna freezes an ended
+    trial, whose attributes were set before it ended)."""
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def tell_ended(study: optuna.Study, trial: optuna.Trial, *, trial_id: str, state: str,
+               values: Sequence[float | None], epochs: int) -> TrialState | None:
+    """Tell Optuna that `trial` ended in results state `state` (finished, stopped, diverged or
+    errored) with objective `values`; None when Optuna already had it ended (told before a kill),
+    else the Optuna state it got. A finished trial with a non-finite value is FAIL."""
+    finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    target = STATE_IN_OPTUNA[state]
+    if target == TrialState.COMPLETE and not finite:
+        target = TrialState.FAIL
+    attrs = {"trial_id": trial_id, "state": state, "epochs_completed": int(epochs)}
+    if target == TrialState.PRUNED and finite:
+        attrs["values_when_stopped"] = [float(v) for v in values]
+    if not set_attrs(trial, **attrs):
+        return None
+    told = [float(v) for v in values] if target == TrialState.COMPLETE else None
+    study.tell(trial, told if told is None or len(told) > 1 else told[0], state=target,
+               skip_if_finished=True)
+    return target
+
+
+def fail_orphans(study: optuna.Study, live: set[int]) -> list[int]:
+    """Set FAIL every RUNNING trial whose number is not in `live` (the trials Ray Tune will run or
+    continue): asked for by a driver that was killed before its trial reached a snapshot, so no
+    one will ever tell it. Returns their numbers. Call before new trials are asked."""
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.number not in live]
+    for frozen in orphans:
+        # through the storage: an optuna.Trial object would have the sampler prepare the
+        # orphan as a new trial (the grid sampler would spend a grid point on it)
+        study._storage.set_trial_user_attr(frozen._trial_id, "state", ORPHANED)
+        study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+    return [t.number for t in orphans]
+
+
+# The searcher and the results callback are separate objects that Ray Tune pickles and restores
+# on its own; this map (trial id -> Optuna number, this driver process only) is how the callback
+# learns the number the searcher got, to record it as the results' `trial_number`.
+_NUMBERS: dict[str, int] = {}
+
+
+def remember_number(trial_id: str, number: int) -> None:
+    _NUMBERS[trial_id] = number
+
+
+def trial_number(trial_id: str) -> int | None:
+    """The Optuna number of a Tune trial this driver's searcher asked for or restored."""
+    return _NUMBERS.get(trial_id)

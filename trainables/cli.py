@@ -20,6 +20,7 @@ import torch
 
 from .config import FIELDS, ConfigError, TrainConfig
 from .data import DatasetNotFound
+from .preflight import check_config
 from .presets import PRESETS
 from .train import sparse_weights, train
 
@@ -32,14 +33,19 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would print usage and exit
-        raise UsageError(message)
+        raise UsageError(f"{message} (see {PROG} --help)")
 
 
 def main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
         config = TrainConfig.from_dict(_settings(args))
+        check_config(config)  # a sparsify name the network lacks fails here, before the data loads
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {out}: {e.strerror or e}") from None
         run(config, out)
     except (UsageError, ConfigError, DatasetNotFound) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -70,10 +76,15 @@ def run(config: TrainConfig, out: Path) -> list[dict]:
 
 def format_epoch(m: dict) -> str:
     return (f"epoch {m['epoch']:3d}  step {m['step']:6d}  loss {m['train_loss']:.4f}  "
-            f"val acc u {m['val_acc']:.4f} w {m['val_acc_dense']:.4f} "
-            f"complement {m['val_acc_complement']:.4f}  sparsity {m['sparsity']:.4f}  "
+            f"val acc u {m['val_acc']:.4f} w {_optional(m['val_acc_dense'])} "
+            f"complement {_optional(m['val_acc_complement'])}  sparsity {m['sparsity']:.4f}  "
             f"compression {m['compression']:.2f}x  threshold {m['threshold']:.4g}  "
             f"{m['samples_per_s']:.0f} samples/s")
+
+
+def _optional(value: float | None) -> str:
+    """A diagnostic accuracy, measured only every `diagnostics_every` epochs."""
+    return "  -   " if value is None else f"{value:.4f}"
 
 
 def format_final(m: dict) -> str:
@@ -96,16 +107,32 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"--config {path}: {e}") from None
-    return data.get("train", data)
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))  # a BOM is no error
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--config {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                         f"{e.start}); save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"--config {path}: not valid TOML: {e}") from None
+    fields = data.get("train", data)
+    if not isinstance(fields, dict):
+        raise UsageError(f"--config {path}: 'train' must be a table ([train]), got {fields!r}")
+    return fields
 
 
 def _parse_value(name: str, type_name: str, text: str) -> Any:
     """A flag's text as the field's type; the config then checks the range."""
     if name == "sparsify":
         return text if text in ("all", "fc1") else [part.strip() for part in text.split(",")]
+    if name == "threshold_multipliers":  # conv1=0.5,fc2=2
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        if not all(sep for _, sep, _ in pairs):
+            raise UsageError(f"{name}={text!r} is not a list of name=number; e.g. conv1=0.5,fc2=2")
+        try:
+            return {key.strip(): float(value) for key, _, value in pairs}
+        except ValueError:
+            raise UsageError(f"{name}={text!r} is not a list of name=number; e.g. conv1=0.5,fc2=2") from None
     if type_name == "bool":
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise UsageError(f"{name}={text!r} is not a bool; allowed: true, false")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Callable, Iterable, Mapping
 
 import torch
@@ -37,26 +38,57 @@ def complement(w: Tensor, t: float) -> Tensor:
 
 
 def sparsified_names(model: nn.Module, sparsify: str | tuple[str, ...]) -> tuple[str, ...]:
-    """Parameter names RVSM acts on: conv and linear weights, never biases.
+    """Parameter names RVSM acts on, in the model's order: weights of conv and linear layers only,
+    never biases or normalisation parameters.
 
-    `sparsify` is "all", "fc1", or names of parameters ("conv1.weight") or layers ("conv1").
+    `sparsify` is "all", or one or more items, each a parameter name ("conv1.weight"), a layer
+    name ("conv1", meaning its weight), a glob pattern over either ("layer1.*", "features.*.weight",
+    `fnmatch` syntax: `*` also crosses dots), or an exclusion: "!" before any of these. Inclusions
+    choose among the sparsifiable weights (none given: all of them); exclusions then remove.
+    Raises `ConfigError` for an item that matches nothing, or a choice that leaves nothing.
     """
+    params = dict(model.named_parameters())
     weights = tuple(f"{name}.weight" for name, m in model.named_modules()
-                    if isinstance(m, (nn.Conv2d, nn.Linear)))
-    wanted = (sparsify,) if sparsify == "fc1" else sparsify
-    if wanted == "all":
+                    if isinstance(m, SPARSIFIABLE) and f"{name}.weight" in params)
+    if sparsify == "all":
         return weights
-    names = tuple(n if n in weights else f"{n}.weight" for n in wanted)
-    unknown = [w for w, n in zip(wanted, names) if n not in weights]
-    if unknown:
-        raise ConfigError(f"sparsify={list(wanted)!r}: {unknown!r} not sparsifiable in model "
-                          f"{type(model).__name__} (biases never are); allowed: {', '.join(weights)}")
-    return names
+    items = (sparsify,) if isinstance(sparsify, str) else tuple(sparsify)
+    include = [item for item in items if not item.startswith("!")]
+    chosen = set() if include else set(weights)
+    unknown = []
+    for item in include:
+        matched = _matching(item, weights)
+        unknown += [] if matched else [item]
+        chosen |= matched
+    for item in (item[1:] for item in items if item.startswith("!")):
+        if not _matching(item, tuple(params)):  # "!*.bn*" may name parameters that are never chosen
+            unknown.append(f"!{item}")
+        chosen -= _matching(item, weights)
+    if unknown or not chosen:
+        what = (f"{unknown!r} matches no sparsifiable tensor" if unknown else "leaves no tensor to sparsify")
+        shown = ", ".join(weights[:12]) + (f", ... ({len(weights)} in all)" if len(weights) > 12 else "")
+        raise ConfigError(f"sparsify={list(items)!r}: {what} of model {type(model).__name__} (conv and "
+                          f"linear weights only: biases and normalisation parameters never are); "
+                          f"allowed: {shown}")
+    return tuple(w for w in weights if w in chosen)
 
 
-def sparse_tensors(params: Params, names: Iterable[str], t: float) -> dict[str, Tensor]:
-    """u for the sparsified tensors, by name (the other tensors of u are those of w)."""
-    return {name: hard_threshold(params[name], t) for name in names}
+SPARSIFIABLE = (nn.modules.conv._ConvNd, nn.Linear)
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def _matching(item: str, names: tuple[str, ...]) -> set[str]:
+    """Names of parameters that `item` (a name, a layer name, or a glob over either) selects."""
+    if GLOB_CHARACTERS.isdisjoint(item):
+        return {name for name in names if name in (item, f"{item}.weight")}
+    return {name for name in names
+            if fnmatchcase(name, item) or fnmatchcase(name.rpartition(".")[0], item)}
+
+
+def sparse_tensors(params: Params, names: Iterable[str], t: float | Mapping[str, float]) -> dict[str, Tensor]:
+    """u for the sparsified tensors, by name (the other tensors of u are those of w); `t` is one
+    threshold for all, or each tensor's (name -> t_l)."""
+    return {name: hard_threshold(params[name], t if isinstance(t, (int, float)) else t[name]) for name in names}
 
 
 @dataclass(frozen=True)
@@ -90,11 +122,17 @@ def measure_sparsity(tensors: Params, sparsified: Iterable[str]) -> Sparsity:
 
 @dataclass(frozen=True)
 class Rvsm:
-    """What a step needs besides the model: the threshold, the coupling weight and its switch."""
+    """What a step needs besides the model: the thresholds, the coupling weight and its switch,
+    and (fine-tuning only) the frozen support. `t` is one threshold for every sparsified tensor
+    or each one's t_l by name (Python floats: reading them costs no device sync)."""
 
-    t: float
+    t: float | Mapping[str, float]
     beta: float
     coupling: bool = False
+    masks: Mapping[str, Tensor] | None = None  # name -> bool mask of u's support (finetune_step)
+
+    def threshold(self, name: str) -> float:
+        return self.t if isinstance(self.t, (int, float)) else self.t[name]
 
 
 # step(model, sparse, x, y, optimizer, rv) -> loss; `sparse` maps names to the sparsified w.
@@ -116,8 +154,8 @@ def classic_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
     loss = F.cross_entropy(model(x), y)
     loss.backward()
     with torch.no_grad():
-        for w in sparse.values():
-            w.grad.add_(complement(w, rv.t), alpha=rv.beta)  # beta (w - u)
+        for name, w in sparse.items():
+            w.grad.add_(complement(w, rv.threshold(name)), alpha=rv.beta)  # beta (w - u)
     optimizer.step()
     return loss.detach()
 
@@ -125,7 +163,7 @@ def classic_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
 def modified_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
     """The notebook's rule: the forward pass runs at u = H(w); grad f(u) updates w."""
     optimizer.zero_grad(set_to_none=True)
-    u = _u_leaves(sparse, rv.t)
+    u = _u_leaves(sparse, rv)
     loss = F.cross_entropy(functional_call(model, u, (x,)), y)
     loss.backward()
     _grad_from_u(sparse, u, rv)
@@ -139,12 +177,29 @@ def notebook_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
     optimizer.zero_grad(set_to_none=True)
     at_w = {name: w.detach() for name, w in sparse.items()}  # dense pass: grads of the others only
     F.cross_entropy(functional_call(model, at_w, (x,)), y).backward()
-    u = _u_leaves(sparse, rv.t)
+    u = _u_leaves(sparse, rv)
     others = {name: p.detach() for name, p in model.named_parameters() if name not in sparse}
     loss = F.cross_entropy(functional_call(model, {**others, **u}, (x,)), y)
     loss.backward()  # grads of u only
     _grad_from_u(sparse, u, rv)
     optimizer.step()
+    return loss.detach()
+
+
+def finetune_step(model, sparse, x, y, optimizer, rv: Rvsm) -> Tensor:
+    """Masked fine-tuning: the support of u is frozen (`rv.masks`) and w = u. Only the non-zeros
+    train: their gradients pass, the others' are zeroed, and after the step w is multiplied by
+    the mask again (Adam's moments or weight decay may otherwise move a frozen zero)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    with torch.no_grad():
+        for name, w in sparse.items():
+            w.grad.mul_(rv.masks[name])
+    optimizer.step()
+    with torch.no_grad():
+        for name, w in sparse.items():
+            w.mul_(rv.masks[name])
     return loss.detach()
 
 
@@ -156,9 +211,9 @@ def select_step(rule: str, lam: float, notebook_dense_pass: bool) -> Step:
     return {"classic": classic_step, "modified": modified_step}[rule]
 
 
-def _u_leaves(sparse: dict[str, nn.Parameter], t: float) -> dict[str, Tensor]:
+def _u_leaves(sparse: dict[str, nn.Parameter], rv: Rvsm) -> dict[str, Tensor]:
     """u = H(w) as fresh leaves of the graph: backward leaves grad f(u) in u.grad."""
-    return {name: hard_threshold(w, t).requires_grad_() for name, w in sparse.items()}
+    return {name: hard_threshold(w, rv.threshold(name)).requires_grad_() for name, w in sparse.items()}
 
 
 def _grad_from_u(sparse: dict[str, nn.Parameter], u: dict[str, Tensor], rv: Rvsm) -> None:

@@ -22,8 +22,9 @@ from torch.func import functional_call
 from .config import ConfigError, TrainConfig
 from .data import Splits, load_splits
 from .models import build_model
-from .rvsm import (Rvsm, complement, hard_threshold, measure_sparsity, select_step, sparse_tensors,
-                   sparsified_names, threshold)
+from .rvsm import (Rvsm, finetune_step, hard_threshold, measure_sparsity, select_step,
+                   sparse_tensors, sparsified_names, threshold)
+from .thresholds import base_thresholds, ramp_factor, ramped, scale, unmatched_multipliers
 
 Report = Callable[[dict, dict], None]
 NAN_CHECK_EVERY = 50  # steps between divergence checks: each is a device sync on CUDA
@@ -41,66 +42,114 @@ def train(config: TrainConfig, report: Report, *, state: dict | None = None) -> 
         model = model.to(memory_format=torch.channels_last)  # oneDNN's fast convolutions on CPU
     names = sparsified_names(model, config.sparsify)
     sparse = {name: p for name, p in model.named_parameters() if name in names}
+    t = config.threshold or threshold(config.lam, config.beta)
+    full = tensor_thresholds(config, sparse, t)  # t_l = t s_l m_l, from w at initialisation
     optimizer = make_optimizer(config, model.parameters())
     steps_per_epoch = math.ceil(len(splits.train[1]) / config.batch_size)
-    total_steps = min(config.epochs * steps_per_epoch, config.max_steps or math.inf)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(lr_factor, schedule=config.schedule, total_steps=total_steps))
+    rvsm_steps = min(config.epochs * steps_per_epoch, config.max_steps or math.inf)
+    total_steps = rvsm_steps + config.finetune_epochs * steps_per_epoch
+    ramp_steps = config.ramp_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        lr_factor, schedule=config.schedule, total_steps=rvsm_steps,
+        finetune_steps=total_steps - rvsm_steps, finetune_lr_factor=config.finetune_lr_factor))
     order = torch.Generator().manual_seed(config.seed)  # data order only
-    epoch, step, metrics = 0, 0, {}
+    epoch, step, metrics, masks = 0, 0, {}, None
     if state is not None:
         epoch, step, metrics = restore(state, model, optimizer, scheduler, order)
-    rv = Rvsm(threshold(config.lam, config.beta), config.beta, config.coupling)
+        masks = state.get("masks") and {name: m.to(device) for name, m in state["masks"].items()}
+    rvsm_at = lambda k: Rvsm(ramped(full, ramp_factor(k, ramp_steps, config.ramp)),  # noqa: E731
+                             config.beta, config.coupling)
+    rv = rvsm_at(step)
     step_fn = select_step(config.rule, config.lam, config.notebook_dense_pass)
     train_x, train_y = splits.train
 
-    while epoch < config.epochs and step < total_steps:
+    while epoch < config.epochs + config.finetune_epochs and step < total_steps:
         epoch += 1
+        if epoch > config.epochs:  # fine-tuning: u's support frozen, w = u, only non-zeros train
+            masks = masks or freeze_support(sparse, full)
+            rv, step_fn = Rvsm(dict.fromkeys(sparse, 0.0), config.beta, masks=masks), finetune_step
         model.train()
         start, loss_sum, seen = time.perf_counter(), torch.zeros((), device=device), 0
         for idx in torch.randperm(len(train_y), generator=order).to(device).split(config.batch_size):
+            if step < ramp_steps:  # the thresholds grow: Python floats, no device sync
+                rv = rvsm_at(step)
             loss = step_fn(model, sparse, train_x[idx], train_y[idx], optimizer, rv)
             scheduler.step()
             loss_sum.add_(loss, alpha=len(idx))
             step, seen = step + 1, seen + len(idx)
             if step >= total_steps or (step % NAN_CHECK_EVERY == 0 and not loss_sum.isfinite()):
                 break
+        if masks is None:
+            rv = rvsm_at(step)  # the thresholds after the epoch's last step define its u
         train_loss = loss_sum.item() / seen  # a sync point: the epoch's work is done
         elapsed = time.perf_counter() - start
         diverged = not math.isfinite(train_loss)
-        last = diverged or epoch == config.epochs or step >= total_steps
+        last = diverged or epoch == config.epochs + config.finetune_epochs or step >= total_steps
+        shown = full if masks is not None else rv.t  # fine-tuning: the thresholds that cut the support
         metrics = {"epoch": epoch, "step": step, "train_loss": train_loss,
                    **evaluate(model, splits, names, rv.t, config.eval_batch_size, diverged=diverged,
+                              diagnostics=last or epoch % config.diagnostics_every == 0,
                               test=last and not diverged),
-                   "threshold": rv.t, "epoch_time_s": elapsed, "samples_per_s": seen / elapsed,
-                   "diverged": diverged}
+                   "threshold": t * (1.0 if masks is not None else ramp_factor(step, ramp_steps, config.ramp)),
+                   "layer_threshold_json": json.dumps(shown),
+                   "epoch_time_s": elapsed, "samples_per_s": seen / elapsed, "diverged": diverged}
         metrics = order_metrics(metrics)
-        report(metrics, snapshot(model, sparse, rv, optimizer, scheduler, order, epoch, step, metrics))
+        report(metrics, snapshot(model, sparse, rv, optimizer, scheduler, order, epoch, step, metrics,
+                                 splits=splits))
         if last:
             break
     return metrics
 
 
+def tensor_thresholds(config: TrainConfig, sparse: dict[str, nn.Parameter], t: float) -> dict[str, float]:
+    """t_l = t s_l m_l of each sparsified tensor (`trainables.thresholds`), its scale taken from
+    w as initialised (the std costs one sync per tensor, once). Raises `ConfigError` for a
+    multiplier that names no sparsified tensor."""
+    unknown = unmatched_multipliers(sparse, config.multipliers)
+    if unknown:
+        raise ConfigError(f"threshold_multipliers: {unknown!r} names no sparsified tensor; sparsified: "
+                          f"{', '.join(sparse)}")
+    scales = {name: scale(config.threshold_scale, fan_in=w[0].numel(),
+                          std=w.detach().std().item() if config.threshold_scale == "std" else 0.0)
+              for name, w in sparse.items()}
+    return base_thresholds(t, scales, config.multipliers)
+
+
+@torch.no_grad()
+def freeze_support(sparse: dict[str, nn.Parameter], thresholds: dict[str, float]) -> dict[str, Tensor]:
+    """Set w = u = H(w) and return the support of u (name -> mask in w's dtype) that fine-tuning keeps."""
+    masks = {}
+    for name, w in sparse.items():
+        masks[name] = (hard_threshold(w, thresholds[name]) != 0).to(w.dtype)
+        w.mul_(masks[name])
+    return masks
+
+
 METRIC_ORDER = ("epoch", "step", "train_loss", "val_acc", "val_acc_dense", "val_acc_complement",
                 "sparsity", "sparsity_all", "nonzeros", "params", "compression", "threshold",
                 "epoch_time_s", "samples_per_s", "diverged", "layer_sparsity_json",
-                "test_acc", "test_acc_dense")
+                "layer_threshold_json", "test_acc", "test_acc_dense")
 
 
 def order_metrics(metrics: dict) -> dict:
     return {key: metrics[key] for key in METRIC_ORDER if key in metrics}
 
 
-def evaluate(model: nn.Module, splits: Splits, names: Iterable[str], t: float, batch_size: int,
-             *, diverged: bool = False, test: bool = False) -> dict[str, Any]:
-    """Accuracies of u, w and the complement w - u, and the sparsity of u (one `measure_sparsity`)."""
+def evaluate(model: nn.Module, splits: Splits, names: Iterable[str], t: float | dict[str, float],
+             batch_size: int,
+             *, diverged: bool = False, diagnostics: bool = True, test: bool = False) -> dict[str, Any]:
+    """Accuracy of u and the sparsity of u (one `measure_sparsity`); with `diagnostics`, also the
+    accuracies of w and of the complement w - u, else None for them (not measured: each is a
+    validation pass as long as u's, and only diagnoses the run)."""
     w = {name: p.detach() for name, p in model.named_parameters()}
     u = sparse_tensors(w, names, t)
     sparsity = measure_sparsity({**w, **u}, u)
-    zeroed = {name: complement(w[name], t) for name in u}  # w - u: only what u dropped
     acc = (lambda split, overrides: math.nan) if diverged else partial(accuracy, model, batch_size=batch_size)
-    metrics = {"val_acc": acc(splits.val, u), "val_acc_dense": acc(splits.val, {}),
-               "val_acc_complement": acc(splits.val, zeroed),
+    dense = complement_acc = None
+    if diagnostics:
+        zeroed = {name: w[name] - u[name] for name in u}  # w - u: only what u dropped
+        dense, complement_acc = acc(splits.val, {}), acc(splits.val, zeroed)
+    metrics = {"val_acc": acc(splits.val, u), "val_acc_dense": dense, "val_acc_complement": complement_acc,
                "sparsity": sparsity.sparsity, "sparsity_all": sparsity.sparsity_all,
                "nonzeros": sparsity.nonzeros, "params": sparsity.params,
                "compression": sparsity.compression, "layer_sparsity_json": json.dumps(sparsity.layers)}
@@ -131,8 +180,13 @@ def make_optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch
                            fused=True)
 
 
-def lr_factor(step: int, *, schedule: str, total_steps: int) -> float:
-    """Multiplier of the base learning rate after `step` optimizer steps."""
+def lr_factor(step: int, *, schedule: str, total_steps: int, finetune_steps: int = 0,
+              finetune_lr_factor: float = 1.0) -> float:
+    """Multiplier of the base learning rate after `step` optimizer steps: `total_steps` RVSM steps
+    under `schedule`, then `finetune_steps` fine-tuning steps at `finetune_lr_factor` under the
+    same schedule started afresh."""
+    if finetune_steps and step >= total_steps:
+        return finetune_lr_factor * lr_factor(step - total_steps, schedule=schedule, total_steps=finetune_steps)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     return 1.0
@@ -152,11 +206,17 @@ def resolve_device(name: str) -> torch.device:
 # --- state: everything a resumed run needs to continue exactly --------------------------------
 
 def snapshot(model, sparse, rv: Rvsm, optimizer, scheduler, order: torch.Generator, epoch: int,
-             step: int, metrics: dict) -> dict:
-    """A CPU copy (safe to keep while training goes on) that `torch.load(weights_only=True)` reads."""
+             step: int, metrics: dict, *, splits: Splits) -> dict:
+    """A CPU copy (safe to keep while training goes on) that `torch.load(weights_only=True)` reads.
+    `in_shape` and `num_classes` are the network's constructor arguments (`rvsm model` rebuilds it).
+    `thresholds` (name -> t_l) define u; while fine-tuning they are 0 (w = u) and `masks` holds u's
+    frozen support. `threshold` is the run's t (before per-tensor scales), for older readers."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     return _cpu_copy({
-        "epoch": epoch, "step": step, "metrics": metrics, "threshold": rv.t, "sparsified": tuple(sparse),
+        "epoch": epoch, "step": step, "metrics": metrics, "threshold": metrics["threshold"],
+        "thresholds": {name: rv.threshold(name) for name in sparse}, "masks": rv.masks,
+        "sparsified": tuple(sparse),
+        "in_shape": list(splits.in_shape), "num_classes": splits.num_classes,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "order": order.get_state(),
         "rng": {"torch": torch.get_rng_state(),
@@ -182,7 +242,8 @@ def restore(state: dict, model, optimizer, scheduler, order: torch.Generator) ->
 
 def sparse_weights(state: dict) -> dict[str, Tensor]:
     """u as a state_dict: the state's w with its sparsified tensors thresholded."""
-    return {name: (hard_threshold(w, state["threshold"]) if name in state["sparsified"] else w).contiguous()
+    t = state.get("thresholds") or dict.fromkeys(state["sparsified"], state["threshold"])
+    return {name: (hard_threshold(w, t[name]) if name in state["sparsified"] else w).contiguous()
             for name, w in state["model"].items()}
 
 

@@ -2,10 +2,17 @@
 imports Ray; the training itself knows nothing of it.
 
 Each epoch's state is saved as a Tune checkpoint, so a trial retried by `FailureConfig` or
-continued by `rvsm resume` starts from its last completed epoch.
+continued by `rvsm resume` starts from its last completed epoch. Checkpoints are data: tensors
+and plain values, loaded with `torch.load(weights_only=True)`, never code.
+
+A configuration that cannot run on the trial's node (its dataset is missing there, or a CUDA
+device it does not have) fails the same way on every try, so it is not raised for
+`FailureConfig` to retry: the trial reports `TRIAL_ERROR` (the message) once and ends; the
+results record it errored.
 """
 from __future__ import annotations
 
+import json
 import socket
 import tempfile
 from pathlib import Path
@@ -14,26 +21,46 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import TrainConfig
+from analysis.schema import EPOCH_METRICS
+from trainables.config import ConfigError, TrainConfig
+from trainables.data import DatasetNotFound
 from trainables.train import train
 
 STATE_FILE = "state.pt"
+EPOCH_FILE = "epoch.json"
+TRIAL_ERROR = "trial_error"  # result key: why the trial could not run (study.results reads it)
 
 
 def rvsm_trainable(config: dict) -> None:
+    try:
+        _train(config)
+    except (ConfigError, DatasetNotFound) as exc:
+        # Every metric present (None: not measured), as Tune checks that each result holds the
+        # searched metrics; no epoch done.
+        tune.report({**dict.fromkeys(EPOCH_METRICS), "epoch": 0, "step": 0,
+                     TRIAL_ERROR: f"{type(exc).__name__}: {exc}"})
+
+
+def _train(config: dict) -> None:
     cfg = TrainConfig.from_dict(config)
     _limit_threads()
     saved = _load_checkpoint()
     if saved is not None and _is_final(saved["metrics"]):
-        # Finished before the driver died, but after Tune's last snapshot: report it again.
+        # Ended before the driver died, in its last checkpoint, but after Tune's last snapshot
+        # and before the results recorded it (else the trial would not run at all: see
+        # study.scheduler.StudyScheduler): report the same final metrics again, train nothing.
         tune.report(saved["metrics"])
         return
     where = {"device": _device_name(cfg), "node": _node_name()}
 
     def report(metrics: dict, state: dict) -> None:
+        reported = {**metrics, **where}  # saved as reported: a re-report names the same node
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save({"state": state, "metrics": metrics}, Path(tmp, STATE_FILE))
-            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(tmp))
+            torch.save({"state": state, "metrics": reported}, Path(tmp, STATE_FILE))
+            # the epoch, readable without torch: the driver picks the checkpoint a restored
+            # trial continues from by it (study.scheduler)
+            Path(tmp, EPOCH_FILE).write_text(json.dumps({"epoch": metrics["epoch"]}))
+            tune.report(reported, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     train(cfg, report, state=saved["state"] if saved is not None else None)
 
@@ -47,7 +74,7 @@ def _load_checkpoint() -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=False)
+        return torch.load(Path(folder, STATE_FILE), map_location="cpu", weights_only=True)
 
 
 def _limit_threads() -> None:

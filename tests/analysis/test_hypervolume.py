@@ -50,6 +50,21 @@ def test_progress_in_trial_order():
     np.testing.assert_allclose(progress, [0.2, 0.2, 0.2, 0.2 + 0.5 * 0.2, 0.3])
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("backend", ["numpy", "optuna"])
+def test_progress_is_the_hypervolume_of_every_prefix(seed, backend):
+    """The progress curve keeps only the running front: it must equal recomputing each prefix."""
+    rng = np.random.default_rng(seed)
+    n_objectives = 2 + seed % 2
+    values = rng.integers(0, 5, size=(40, n_objectives)).astype(float) / 5  # ties, duplicates
+    values[rng.random(40) < 0.1, 0] = np.nan
+    directions = [rng.choice(["maximize", "minimize"]) for _ in range(n_objectives)]
+    reference = [-0.1 if d == "maximize" else 1.1 for d in directions]
+    expected = [hypervolume(values[: k + 1], reference, directions, backend=backend) for k in range(40)]
+    progress = hypervolume_progress(values, reference, directions, backend=backend)
+    np.testing.assert_allclose(progress, expected, rtol=1e-12)
+
+
 def test_bad_backend_and_reference():
     with pytest.raises(ValueError, match="backend"):
         hypervolume(np.array([[0.5, 0.5]]), [0, 0], MAX2, backend="pymoo")

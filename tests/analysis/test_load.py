@@ -1,6 +1,9 @@
 """Loading: several studies, bad files named in the message, states, and plain-pandas reading."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -9,7 +12,7 @@ import pytest
 
 from analysis import schema
 from analysis.errors import AnalysisError
-from analysis.load import finished, load_results, state_counts
+from analysis.load import finished, load_epochs, load_results, state_counts
 from analysis.objectives import DEFAULT_OBJECTIVES
 from analysis.summary import summarise_study
 
@@ -149,3 +152,110 @@ def test_plain_pandas_reads_the_epochs_folder_as_one_dataset(make_study):
             pq.write_table(table, folder / f"{epoch:05d}.parquet")
     epochs = pd.read_parquet(study / schema.RESULTS_DIR / schema.EPOCHS_DIR)
     assert sorted(epochs.groupby("trial_id")["metric_epoch"].count()) == [3, 3]
+
+
+# -- layout version 2: part files, live files, version 1 studies, the documented reading lines ----
+
+def _v1_study(root, name="old", n=4):
+    """A study as schema version 1 wrote it: one file per trial and per epoch, NaN where a
+    diverged trial measured nothing."""
+    rows = [{"val_acc": 0.9, "sparsity": 0.5} for _ in range(n - 1)]
+    rows.append({"state": "diverged", "val_acc": float("nan"), "sparsity": 0.1})
+    study = _write_v2_live(root, name, rows)
+    for path in study.rglob("*.parquet"):
+        table = pq.read_table(path)
+        table = table.set_column(0, "schema_version", pa.array([1] * table.num_rows, pa.int32()))
+        pq.write_table(table.replace_schema_metadata({b"rvsm_schema_version": b"1"}), path)
+    return study
+
+
+def _write_v2_live(root, name, rows, epochs=2):
+    """Live files only (what a running study holds between compactions)."""
+    from tests.analysis.conftest import write_study as write
+    study = write(root, name, rows)
+    for number, row in enumerate(rows):
+        folder = study / schema.RESULTS_DIR / schema.EPOCHS_DIR / f"t{number:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for epoch in range(1, epochs + 1):
+            record = {"schema_version": schema.SCHEMA_VERSION, "study": name,
+                      "trial_id": f"t{number:04d}", "trial_number": number, "metric_epoch": epoch,
+                      "metric_val_acc": row.get("val_acc", 0.5)}
+            pq.write_table(pa.Table.from_pylist([record], schema=schema.epoch_schema()),
+                           folder / f"{epoch:05d}.parquet")
+    return study
+
+
+def _mid_run_study(root):
+    """Five ended trials compacted into parts, one running trial in live files."""
+    from study.compaction import compact
+    from study.storage import locate
+    rows = [{"val_acc": 0.9 - i / 100, "sparsity": 0.5} for i in range(5)] + [{"state": "running"}]
+    study = _write_v2_live(root, "mid", rows)
+    compact(locate(str(study)), full=True)
+    return study
+
+
+def test_a_version_1_study_still_reads(tmp_path):
+    study = _v1_study(tmp_path)
+    trials = load_results([str(study)]).trials
+    assert len(trials) == 4 and set(trials["schema_version"]) == {1}
+    assert trials.loc[trials["state"] == "diverged", "metric_val_acc"].isna().all()
+    epochs = load_epochs(str(study))
+    assert epochs.num_rows == 8 and epochs.schema.metadata[b"rvsm_schema_version"] == b"1"
+
+
+def test_compacting_a_version_1_study_keeps_its_rows_and_nulls_its_nans(tmp_path):
+    from study.compaction import compact
+    from study.storage import locate
+    study = _v1_study(tmp_path)
+    before = load_results([str(study)]).trials
+    compact(locate(str(study)), full=True)
+    folder = study / schema.RESULTS_DIR / schema.TRIALS_DIR
+    assert [p.name.startswith(schema.PART_PREFIX) for p in folder.iterdir()] == [True]
+    after = load_results([str(study)]).trials
+    assert after["trial_id"].tolist() == before["trial_id"].tolist()
+    table = pq.read_table(folder)
+    assert table.schema.metadata[b"rvsm_schema_version"] == str(schema.SCHEMA_VERSION).encode()
+    assert table["metric_val_acc"].null_count == 1
+    assert not pa.compute.any(pa.compute.is_nan(table["metric_val_acc"])).as_py()
+    assert load_epochs(str(study)).num_rows == 8
+
+
+def test_a_trial_in_a_part_and_in_a_live_file_reads_once_in_its_ended_state(tmp_path):
+    study = _mid_run_study(tmp_path)
+    # A row left in a live file beside the part that holds the trial ended (a compaction killed
+    # before its deletions, or a late event): the ended row wins, whichever file is newer.
+    part = next((study / "results" / "trials").glob("part-*.parquet"))
+    running = pq.read_table(part).slice(0, 1)
+    running = running.set_column(running.schema.get_field_index("state"), "state", pa.array(["running"]))
+    pq.write_table(running, study / "results" / "trials" / "t0000.parquet")
+    trials = load_results([str(study)]).trials
+    assert len(trials) == 6 and trials["trial_id"].is_unique
+    assert trials.loc[trials["trial_id"] == "t0000", "state"].item() == "finished"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
+
+
+def _documented_blocks() -> dict[str, str]:
+    """The fenced Python blocks of docs/schema.md that read a study, by the library they import."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+    found = {}
+    for block in blocks:
+        first = block.splitlines()[0]
+        for library in ("pandas", "polars", "duckdb", "analysis"):
+            if first.startswith((f"import {library}", f"from {library}")):
+                found[library] = block
+    return found
+
+
+@pytest.mark.parametrize("library", ["pandas", "polars", "duckdb", "analysis"])
+def test_the_documented_reading_lines_read_a_running_study(tmp_path, library):
+    if library not in ("pandas", "analysis"):
+        pytest.importorskip(library)
+    block = _documented_blocks()[library]
+    study = _mid_run_study(tmp_path)
+    namespace: dict = {}
+    exec(block.replace("rvsm-studies/quickstart", study.as_posix()), namespace)  # noqa: S102
+    assert len(namespace["trials"]) == 6
+    assert len(namespace["epochs"]) == 12

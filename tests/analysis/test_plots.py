@@ -60,6 +60,9 @@ def test_front_info(summaries):
         color_log=True,
         step=True,
         title="Accuracy–sparsity front: s",
+        # no trial collapsed: the lowest front point (95%) less 15% of its distance to the top
+        y_range=(pytest.approx(0.95 - 0.15 * (0.992 - 0.95)), 0.992),
+        chance=0.1,
     )
 
 
@@ -153,8 +156,10 @@ def test_bad_output_and_size(summaries, tmp_path):
     info = front_plot_info(summaries)
     with pytest.raises(AnalysisError, match="extension"):
         save_figure(draw_front(info), tmp_path / "front.jpeg")
-    with pytest.raises(AnalysisError, match="at least 100x100"):
+    with pytest.raises(AnalysisError, match="100 to 10,000 px a side"):
         draw_front(info, size_px=(50, 50))
+    with pytest.raises(AnalysisError, match="100 to 10,000 px a side"):
+        draw_front(info, size_px=(100_000, 100_000))
 
 
 def test_axis_helpers():
@@ -164,3 +169,6 @@ def test_axis_helpers():
     np.testing.assert_allclose(sparsity_coordinate(s, "logit"), [np.nan, 0.5, 0.9, 0.99, np.nan])
     assert log_ticks(1e-4, 1e-1) == [1e-4, 1e-3, 1e-2, 1e-1]
     assert log_ticks(1.3e-4, 9e-3) == [3e-4, 1e-3, 3e-3]
+    # a range that holds no 1-2-5 value (a narrow search) is labelled at its ends
+    assert log_ticks(1.51e-5, 1.57e-5) == [1.51e-5, 1.57e-5]
+    assert log_ticks(0.0016, 0.0016) == [0.0016]

@@ -75,3 +75,28 @@ def write_study(tmp_path):
         path.write_text(study_text(name, tmp_path / "studies", **kwargs))
         return path
     return write
+
+
+@pytest.fixture
+def s3_server(tmp_path, monkeypatch):
+    """A local S3-compatible server (moto, on 127.0.0.1 at a free port), with the variables that
+    point pyarrow (and so Ray Tune and this project) at it set here and inherited by drivers
+    and their Ray workers; yields a boto3 S3 client for making buckets."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] (the test extra) is not installed")
+    import socket
+
+    import boto3
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+                           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                           "RVSM_CACHE": str(tmp_path / "cache")}.items():
+            monkeypatch.setenv(key, value)
+        yield boto3.client("s3")
+    finally:
+        server.stop()

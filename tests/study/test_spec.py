@@ -42,6 +42,15 @@ def test_override_needs_key_and_value():
         apply_override({}, "train.epochs")
 
 
+def test_override_never_replaces_a_whole_section(tmp_path):
+    """`--set study={name='x'}` would reset storage, trials ... to their defaults without a word."""
+    raw = loads(study_text("whole", tmp_path))
+    with pytest.raises(SpecError, match=r"replace the whole \[study\] table.*--set study.KEY=VALUE"):
+        apply_override(raw, "study={name='x'}")
+    apply_override(raw, "search.params.lam={values=[1e-5, 1e-4]}")  # one parameter: replaced
+    assert raw["search"]["params"]["lam"] == {"values": [1e-5, 1e-4]}
+
+
 def test_objectives_with_directions():
     spec = parse_spec('[study]\nname = "o"\n[search]\nobjectives = ["val_acc", "compression", "epoch_time_s:min"]\n')
     assert [(o.metric, o.direction) for o in spec.search.objectives] == [
@@ -62,7 +71,7 @@ def test_every_sampler_proposes_points_inside_the_ranges(sampler, tmp_path):
 def test_grid_sampler_needs_values(tmp_path):
     with pytest.raises(SpecError, match="grid sampler needs 'values"):
         parse_spec(study_text("g", tmp_path, sampler="grid"))
-    text = study_text("g", tmp_path, sampler="grid").split("[search.params.lam]")[0]
+    text = study_text("g", tmp_path, sampler="grid", trials=4).split("[search.params.lam]")[0]
     text += '[search.params.lam]\nvalues = [0.0, 1e-4]\n[search.params.rule]\nvalues = ["classic", "modified"]\n'
     spec = parse_spec(text)
     assert isinstance(search.make_sampler(spec), optuna.samplers.GridSampler)

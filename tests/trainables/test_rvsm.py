@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from trainables.config import ConfigError
 from trainables.models import build_model
 from trainables.rvsm import (Rvsm, classic_step, complement, hard_threshold, measure_sparsity, modified_step,
-                             notebook_step, plain_step, select_step, sparsified_names, threshold)
+                             finetune_step, notebook_step, plain_step, select_step, sparse_tensors,
+                             sparsified_names, threshold)
 
 
 # --- threshold ---------------------------------------------------------------------------------
@@ -166,3 +167,45 @@ def test_plain_step_is_sgd_and_is_what_lambda_zero_selects():
     assert select_step("modified", 0.0, False) is plain_step
     assert select_step("classic", 1e-4, False) is classic_step
     assert select_step("modified", 1e-4, True) is notebook_step
+
+
+def _after_one_step(step, rv: Rvsm) -> dict:
+    torch.manual_seed(0)
+    model = Tiny()
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    sparse = {n: p for n, p in model.named_parameters() if n in SPARSE}
+    step(model, sparse, x, y, torch.optim.Adam(model.parameters(), lr=LR), rv)
+    return {k: v.detach() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("step, coupling", [(classic_step, False), (modified_step, False),
+                                            (modified_step, True), (notebook_step, False)])
+def test_per_tensor_thresholds_equal_to_t_step_bit_for_bit_like_the_one_threshold(step, coupling):
+    one = _after_one_step(step, Rvsm(0.05, BETA, coupling))
+    per = _after_one_step(step, Rvsm(dict.fromkeys(SPARSE, 0.05), BETA, coupling))
+    assert all(torch.equal(one[k], per[k]) for k in one)
+
+
+def test_each_tensor_is_cut_at_its_own_threshold():
+    torch.manual_seed(0)
+    w = {"a": torch.randn(100), "b": torch.randn(100)}
+    u = sparse_tensors(w, ["a", "b"], {"a": 0.5, "b": 1.5})
+    assert torch.equal(u["a"] != 0, w["a"].abs() > 0.5) and torch.equal(u["b"] != 0, w["b"].abs() > 1.5)
+
+
+def test_finetune_step_keeps_frozen_zeros_zero_under_adam_and_weight_decay():
+    torch.manual_seed(0)
+    model = Tiny()
+    sparse = {n: p for n, p in model.named_parameters() if n in SPARSE}
+    masks = {n: (p.detach().abs() > 0.1).float() for n, p in sparse.items()}
+    with torch.no_grad():
+        for n, p in sparse.items():
+            p.mul_(masks[n])
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=0.1)
+    before = {n: p.detach().clone() for n, p in sparse.items()}
+    for _ in range(3):
+        x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+        finetune_step(model, sparse, x, y, optimizer, Rvsm(0.0, BETA, masks=masks))
+    for n, p in sparse.items():
+        assert not p[masks[n] == 0].any()
+        assert not torch.equal(p[masks[n] == 1], before[n][masks[n] == 1])

@@ -1,0 +1,132 @@
+"""Optuna's storage tells the same story as the Parquet results: one Optuna trial per trial, with
+the same number, a state that matches (finished COMPLETE, stopped PRUNED, diverged and errored
+FAIL), the user attributes trial_id / state / epochs_completed, and the objective names; orphans
+of a killed driver end FAIL before new trials are asked."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from analysis.load import load_results
+from study import search
+from study.cli import main
+from tests.study.conftest import study_text
+
+IN_OPTUNA = {"finished": "COMPLETE", "stopped": "PRUNED", "diverged": "FAIL", "errored": "FAIL"}
+TRAIN = """
+[train]
+dataset = "synthetic"
+synthetic_size = 600
+val_size = 100
+model = "lenet300_100"
+epochs = 3
+batch_size = 64
+"""
+
+
+# -- the rules, on an in-memory Optuna study ------------------------------------------------------
+
+@pytest.fixture
+def study():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(directions=["maximize", "maximize"])
+
+
+@pytest.mark.parametrize("state, values, expected", [
+    ("finished", [0.9, 0.5], TrialState.COMPLETE),
+    ("finished", [math.nan, 0.5], TrialState.FAIL),
+    ("diverged", [math.nan, 0.1], TrialState.FAIL),
+    ("errored", [None, None], TrialState.FAIL),
+    ("stopped", [0.8, 0.4], TrialState.PRUNED),
+])
+def test_an_ended_trial_gets_the_matching_state_and_attributes(study, state, values, expected):
+    trial = study.ask()
+    assert search.tell_ended(study, trial, trial_id="abc", state=state, values=values,
+                             epochs=2) == expected
+    frozen = study.trials[0]
+    assert frozen.state == expected
+    assert {k: frozen.user_attrs[k] for k in search.ATTRS} == {
+        "trial_id": "abc", "state": state, "epochs_completed": 2}
+    if expected == TrialState.COMPLETE:
+        assert frozen.values == values
+
+
+def test_a_trial_told_before_a_kill_is_not_told_again(study):
+    trial = study.ask()
+    search.tell_ended(study, trial, trial_id="abc", state="finished", values=[0.9, 0.5], epochs=3)
+    assert search.tell_ended(study, trial, trial_id="abc", state="stopped", values=[0.1, 0.1],
+                             epochs=1) is None
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert study.trials[0].user_attrs["state"] == "finished"
+
+
+def test_orphans_fail_and_live_trials_stay_running(study):
+    live, orphan = study.ask(), study.ask()
+    done = study.ask()
+    study.tell(done, [0.5, 0.5])
+    assert search.fail_orphans(study, live={live.number}) == [orphan.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states == {live.number: TrialState.RUNNING, orphan.number: TrialState.FAIL,
+                      done.number: TrialState.COMPLETE}
+    assert study.trials[orphan.number].user_attrs["state"] == search.ORPHANED
+
+
+# -- a whole study ----------------------------------------------------------------------------------
+
+def _compare(folder, name: str):
+    """Every results row against its Optuna trial; returns both."""
+    trials = load_results([str(folder)]).trials.set_index("trial_number").sort_index()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna' / 'optuna.db'}")
+    ot = optuna.load_study(study_name=name, storage=storage)
+    assert ot.metric_names == ["val_acc", "sparsity"]
+    by_number = {t.number: t for t in ot.trials}
+    for number, row in trials.iterrows():
+        t = by_number[number]
+        assert t.state.name == IN_OPTUNA[row["state"]], (number, row["state"], t.state)
+        assert t.user_attrs["trial_id"] == row["trial_id"]
+        assert t.user_attrs["state"] == row["state"]
+        assert t.user_attrs["epochs_completed"] == row["epochs_completed"]
+        if row["state"] == "finished":
+            assert t.values == pytest.approx([row["metric_val_acc"], row["metric_sparsity"]])
+    return trials, ot
+
+
+def test_optuna_storage_matches_the_results(ray_session, tmp_path):
+    # One trial at a time from a seeded grid: the same trials, in the same order, every run.
+    # lr = 1e30 overflows in the first epoch (those trials diverge, a NaN objective); a trial
+    # with little lam is stopped at epoch 2 when a sparser one finished before it (early stopping).
+    text = study_text("sync", tmp_path / "studies", trials=8, concurrent=1, sampler="grid",
+                      early_stopping=True, train=TRAIN)
+    text = text.replace('sampler = "grid"', 'sampler = "grid"\nearly_stopping_min_dominating = 1')
+    for param, values in (("lam", "[1e-6, 1e-4, 2e-3]"), ("beta", "[1.0, 2.0]"),
+                          ("lr", "[0.005, 1e30]")):
+        start = text.index(f"[search.params.{param}]")
+        end = text.index("log = true", start) + len("log = true")
+        text = text[:start] + f"[search.params.{param}]\nvalues = {values}" + text[end:]
+    path = tmp_path / "sync.toml"
+    path.write_text(text)
+    assert main(["run", str(path)]) == 0
+    folder = tmp_path / "studies" / "sync"
+
+    trials, ot = _compare(folder, "sync")
+    assert len(ot.trials) == len(trials) == 8
+    assert sorted(trials.index) == list(range(8))
+    states = set(trials["state"])
+    assert {"finished", "diverged", "stopped"} <= states, trials[["state", "param_lr"]]
+    assert (trials.loc[trials["state"] == "diverged", "param_lr"] == 1e30).all()
+    print(f"\nresults {trials['state'].value_counts().to_dict()}; Optuna "
+          f"{pd.Series([t.state.name for t in ot.trials]).value_counts().to_dict()}")
+
+    # an orphan of a killed driver: asked for, never told; the next run fails it before it asks
+    orphan = ot.ask()
+    assert main(["extend", str(folder), "--trials", "1"]) == 0
+    trials, ot = _compare(folder, "sync")
+    assert ot.trials[orphan.number].state == TrialState.FAIL
+    assert ot.trials[orphan.number].user_attrs["state"] == search.ORPHANED
+    assert len(trials) == 9 and len(ot.trials) == 10
+    assert trials.index.max() == orphan.number + 1, "numbers are Optuna's: the orphan's is skipped"
+    assert not any(t.state == TrialState.RUNNING for t in ot.trials)

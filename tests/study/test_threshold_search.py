@@ -1,0 +1,137 @@
+"""Searching the threshold and per-layer multipliers directly (issue 11): the spec, the trial
+configs, the results' derived lambda, the early-stopping grace, and the frontier study files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+from study.results import ResultsWriter
+from study.scheduler import default_grace
+from study.spec import SpecError, load_spec, parse_spec
+from study.storage import StudyLocation
+from trainables.config import TrainConfig
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+TRAIN = '[train]\ndataset = "synthetic"\nmodel = "lenet5"\nbeta = 0.5\nepochs = 8\n'
+
+
+def spec_text(params: str, train: str = TRAIN, search: str = "") -> str:
+    return f'[study]\nname = "t"\n[search]\n{search}\n{params}\n{train}'
+
+
+THRESHOLD_AND_MULTIPLIER = """
+[search.params.threshold]
+low = 0.01
+high = 0.1
+[search.params."threshold_multipliers.fc1"]
+low = 0.5
+high = 2.0
+"""
+
+
+def test_a_study_searches_the_threshold_and_a_layer_multiplier_as_flat_params():
+    spec = parse_spec(spec_text(THRESHOLD_AND_MULTIPLIER))
+    assert [p.name for p in spec.search.params] == ["threshold", "threshold_multipliers.fc1"]
+    base = spec.base_config()
+    assert "lam" not in base and "threshold" not in base  # each trial derives lam from its threshold
+    trial = TrainConfig.from_dict({**base, "threshold": 0.04, "threshold_multipliers.fc1": 1.5})
+    assert trial.lam == pytest.approx(0.5 * 0.04 ** 2 / 2)
+    assert trial.multipliers == {"fc1": 1.5}
+
+
+def test_lambda_and_threshold_together_are_refused_naming_both():
+    with pytest.raises(SpecError, match="give lam or threshold, not both"):
+        parse_spec(spec_text(THRESHOLD_AND_MULTIPLIER, train=TRAIN + "lam = 1e-4\n"))
+
+
+def test_a_bad_multiplier_value_names_its_search_param():
+    bad = '[search.params."threshold_multipliers.fc1"]\nvalues = [0.0, 1.0]\n'
+    with pytest.raises(SpecError, match=r"^search.params.threshold_multipliers.fc1: threshold_multipliers.fc1=0.0"):
+        parse_spec(spec_text(bad))
+
+
+def test_the_results_record_the_derived_lambda_and_each_searched_multiplier(tmp_path):
+    spec = parse_spec(spec_text(THRESHOLD_AND_MULTIPLIER))
+    base = TrainConfig.from_dict(spec.train).to_dict()
+    types = {k: pa.float64() if isinstance(v, float) else pa.string() for k, v in base.items()}
+    types["threshold_multipliers.fc1"] = pa.float64()
+    location = StudyLocation(pafs.LocalFileSystem(), str(tmp_path), str(tmp_path), True)
+    writer = ResultsWriter(location, "t", types, [p.name for p in spec.search.params])
+    config = {**spec.base_config(), "threshold": 0.04, "threshold_multipliers.fc1": 1.5}
+    row = writer.trial_row(trial_id="a", trial_number=0, state="running", config=config, metrics={},
+                           started_at=None, ended_at=None, node=None, device=None)
+    assert row["param_lam"] == pytest.approx(0.5 * 0.04 ** 2 / 2)
+    assert row["param_threshold"] == 0.04 and row["param_threshold_multipliers.fc1"] == 1.5
+
+
+@pytest.mark.parametrize("train, search, grace", [
+    (TRAIN, "", 2),                                              # constant lr: a quarter of 8
+    (TRAIN + 'schedule = "cosine"\n', "", 4),                    # cosine: half
+    (TRAIN + 'schedule = "cosine"\nramp_epochs = 4\n', "", 6),   # the ramp, then half the rest
+    (TRAIN, "early_stopping_grace_epochs = 1", 1),               # given: kept
+])
+def test_the_default_grace_follows_the_ramp_and_the_schedule(train, search, grace):
+    spec = parse_spec(spec_text("[search.params.lr]\nlow = 1e-4\nhigh = 1e-2\n", train=train, search=search))
+    given = spec.search.early_stopping_grace_epochs
+    assert (given if given is not None else default_grace(spec)) == grace
+
+
+@pytest.mark.parametrize("name", ["frontier_lenet5", "frontier_lenet300_100", "frontier_fashion_lenet5"])
+def test_the_frontier_study_files_parse_and_use_the_new_options(name):
+    spec = load_spec(STUDIES / f"{name}.toml")
+    searched = {p.name for p in spec.search.params}
+    assert "threshold" in searched and any(n.startswith("threshold_multipliers.") for n in searched)
+    config = TrainConfig.from_dict(spec.train)
+    assert config.threshold_scale == "std" and config.ramp_epochs > 0 and config.finetune_epochs > 0
+    assert spec.study.name == name
+
+
+def test_a_study_searching_the_threshold_records_lambda_multipliers_and_layer_thresholds(ray_session, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from study.cli import main
+    path = tmp_path / "thr.toml"
+    path.write_text(f'''
+[study]
+name = "thr"
+storage = "{tmp_path / 'studies'}"
+trials = 2
+max_concurrent = 2
+[search]
+sampler = "random"
+early_stopping = false
+[search.params.threshold]
+low = 0.01
+high = 0.05
+[search.params.beta]
+low = 0.5
+high = 2.0
+[search.params."threshold_multipliers.fc1"]
+low = 0.5
+high = 2.0
+[train]
+dataset = "synthetic"
+synthetic_size = 300
+val_size = 100
+model = "lenet300_100"
+epochs = 2
+ramp_epochs = 1
+finetune_epochs = 1
+batch_size = 64
+eval_batch_size = 500
+''')
+    assert main(["run", str(path)]) == 0
+    trials = pd.read_parquet(tmp_path / "studies" / "thr" / "results" / "trials")
+    assert len(trials) == 2 and (trials["state"] == "finished").all()
+    assert list(trials["param_lam"]) == pytest.approx(list(trials["param_beta"] * trials["param_threshold"] ** 2 / 2))
+    assert trials["param_threshold_multipliers.fc1"].between(0.5, 2.0).all()
+    assert (trials["epochs_completed"] == 3).all()  # 2 RVSM epochs, then 1 of fine-tuning
+    for _, row in trials.iterrows():
+        per = json.loads(row["metric_layer_threshold_json"])
+        assert per["fc1.weight"] == pytest.approx(row["param_threshold"] * row["param_threshold_multipliers.fc1"])
+        assert per["fc2.weight"] == pytest.approx(row["param_threshold"])
