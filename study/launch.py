@@ -28,9 +28,8 @@ import pyarrow.fs as pafs  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from analysis import schema  # noqa: E402
 from study import compaction, search  # noqa: E402
-from study.bookkeeping import (TERMINAL, RunInfo, plan_run, runs, target_trials,  # noqa: E402,F401
+from study.bookkeeping import (RunInfo, plan_run, runs, target_trials,  # noqa: E402,F401
                                terminal_trials)
 from study.progress import ProgressCallback  # noqa: E402
 from study.scheduler import StudyScheduler, make_scheduler  # noqa: E402
@@ -151,16 +150,21 @@ def restore_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbo
 
 
 def _rebind(tuner: tune.Tuner, location: StudyLocation) -> None:
-    """Point the restored scheduler and callbacks at the study where it is now. Tune unpickles
-    them as the run built them, naming the study's location then: a study copied or moved since
-    would read the old copy's results (trials whose rows were lost here count as ended) and
-    write its rows there."""
+    """Point the restored scheduler, searcher and callbacks at the study where it is now. Tune
+    unpickles them as the run built them, naming the study's location then: a study copied or
+    moved since would read the old copy's results (trials whose rows were lost here count as
+    ended), write its rows there and tell the old Optuna database."""
     internal = getattr(tuner, "_local_tuner", None)
     if internal is None:  # Ray Client: the tuner lives on the cluster; nothing to reach here
         return
     scheduler = internal._tune_config.scheduler
     if isinstance(scheduler, StudyScheduler):
         scheduler.recorded = partial(recorded_trials, location)
+    searcher = internal._tune_config.search_alg
+    while searcher is not None and not isinstance(searcher, StudySearch):
+        searcher = getattr(searcher, "searcher", None)  # ConcurrencyLimiter, SearchGenerator
+    if searcher is not None:
+        searcher.rebind(search.open_storage(_optuna_dir(location)))
     for callback in internal._run_config.callbacks or []:
         for holder in (callback, getattr(callback, "writer", None)):
             if isinstance(getattr(holder, "location", None), StudyLocation):

@@ -75,7 +75,9 @@ class StudyScheduler(FIFOScheduler):
       not trained again; Tune marks it terminated and the searcher is told how it ended (which
       releases its concurrency slot);
     - unfinished: it continues from its newest checkpoint no later than its last recorded epoch,
-      so it reports no epoch twice and leaves no epoch unrecorded (see `_resume_point`).
+      so it reports no epoch twice and leaves no epoch unrecorded (see `_resume_point`);
+    - ended in the snapshot, but its ended row lost with an unreadable results file: it runs
+      again from its final checkpoint (which trains nothing: the row is rewritten).
 
     `recorded()` gives every trial in the results (study.results.recorded_trials); it is read
     once per driver process, when the first trial is added (restored trials come first).

@@ -12,6 +12,7 @@ What Ray's OptunaSearch leaves out, and this adds (the rules themselves are in `
 """
 from __future__ import annotations
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis import schema
@@ -34,16 +35,35 @@ class StudySearch(OptunaSearch):
         search.set_objective_names(self._ot_study, self._objectives)
         search.fail_orphans(self._ot_study, live=set())
 
+    def rebind(self, storage) -> None:
+        """Use `storage`, the Optuna database where the study is now, also once Tune restores
+        this searcher's saved state, which names the database where the run began (a study
+        copied or moved since would otherwise tell the original, or fail to open it)."""
+        self._rebound_storage = storage
+
     def restore(self, checkpoint_path: str) -> None:
         """Tune restores the run: the trials it continues keep their Optuna trials (and
         numbers); every other RUNNING one is an orphan of the killed driver."""
+        rebound = self.__dict__.get("_rebound_storage")
         super().restore(checkpoint_path)
+        if rebound is not None:
+            self._use_storage(rebound)
         live = {trial.number for trial_id, trial in self._ot_trials.items()
                 if trial_id not in self._completed_trials}
         for trial_id, trial in self._ot_trials.items():
             search.remember_number(trial_id, trial.number)
         search.set_objective_names(self._ot_study, self._objectives)
         search.fail_orphans(self._ot_study, live=live)
+
+    def _use_storage(self, storage) -> None:
+        self._storage = storage
+        self._rebound_storage = storage
+        if self._ot_study is None:
+            return
+        self._ot_study = optuna.load_study(study_name=self._ot_study.study_name, storage=storage,
+                                           sampler=self._sampler)
+        for trial in self._ot_trials.values():  # the same ids: the database is the same file
+            trial.study, trial.storage = self._ot_study, self._ot_study._storage
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)

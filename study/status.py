@@ -74,7 +74,9 @@ def set_aside_bad_results(location: StudyLocation, prog: str) -> list[BadFile]:
     """Move each unreadable results file out of the results into `<study>/.corrupt/` (kept, and
     named on stderr). `resume` and `extend` then go on: a trial whose row is lost runs again
     from its last checkpoint, which rewrites the row (a trial that had ended reports the same
-    end again), so nothing that a checkpoint holds is lost."""
+    end again from its final checkpoint, without training; a compacted part may hold the
+    trials of every run, and study.launch.complete_study restores each run that lost one),
+    so nothing that a checkpoint holds is lost."""
     if not location.list_files(schema.RESULTS_DIR, schema.TRIALS_DIR):
         return []
     bad_files = list(load_results([location.uri], skip_bad=True).bad_files)
@@ -85,7 +87,8 @@ def set_aside_bad_results(location: StudyLocation, prog: str) -> list[BadFile]:
         location.fs.create_dir(kept.rsplit("/", 1)[0], recursive=True)
         location.fs.move(bad.path, kept)
         print(f"{prog}: warning: moved the unreadable results file {bad.path} to {kept} "
-              f"({' '.join(bad.reason.split())}); its trial runs again from its last checkpoint",
+              f"({' '.join(bad.reason.split())}); the trials it held run again from their last "
+              "checkpoints",
               file=sys.stderr)
     return bad_files
 

@@ -130,3 +130,31 @@ def test_optuna_storage_matches_the_results(ray_session, tmp_path):
     assert len(trials) == 9 and len(ot.trials) == 10
     assert trials.index.max() == orphan.number + 1, "numbers are Optuna's: the orphan's is skipped"
     assert not any(t.state == TrialState.RUNNING for t in ot.trials)
+
+
+def test_a_restored_searcher_tells_the_database_where_the_study_is_now(tmp_path):
+    """Tune restores the searcher pickled where the run began; a study copied since must tell
+    its own Optuna database, never the original's."""
+    import pickle
+    import shutil
+
+    from optuna.distributions import FloatDistribution
+
+    from study.searcher import StudySearch
+    here, there = tmp_path / "original", tmp_path / "copy"
+    here.mkdir()
+    searcher = StudySearch(objectives=["val_acc", "sparsity"], space={"lr": FloatDistribution(1e-3, 1e-2)},
+                           metric=["val_acc", "sparsity"], mode=["max", "max"],
+                           sampler=optuna.samplers.RandomSampler(seed=0), study_name="s",
+                           storage=search.open_storage(here))
+    searcher.suggest("t1")
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    shutil.copytree(here, there)
+    restored = pickle.loads(pickle.dumps(searcher))  # as Tune's tuner.pkl holds it
+    restored.rebind(search.open_storage(there))
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("t1", {"val_acc": 0.9, "sparsity": 0.5, "test_acc": 0.9, "epoch": 1})
+
+    def states(folder) -> list[str]:
+        return [t.state.name for t in optuna.load_study(study_name="s", storage=search.storage_url(folder)).trials]
+    assert states(there) == ["COMPLETE"] and states(here) == ["RUNNING"]

@@ -205,3 +205,24 @@ def test_resume_rebuilds_every_run_of_a_lost_compacted_part_from_final_checkpoin
     assert main(["status", str(folder)]) == 0
     assert "trials: 3/3 recorded; 0 running, 3 finished" in capsys.readouterr().out
     assert main(["resume", str(folder)]) == 0  # again: nothing lost, nothing to do
+
+
+def test_resume_of_a_copied_study_reads_and_writes_the_copy(ray_session, write_study, tmp_path, capsys):
+    """Tune restores the scheduler and callbacks as pickled, naming where the study was: a copy
+    whose results part is lost must rebuild its own rows, not count the original's as its own
+    (and exit 130 for ever) nor write into the original."""
+    import shutil
+    path = write_study(trials=1, concurrent=1)
+    assert main(["run", str(path)]) == 0
+    original = tmp_path / "studies" / "tiny"
+    copy = tmp_path / "copy" / "tiny"
+    shutil.copytree(original, copy)
+    kept = {p: p.read_bytes() for p in (original / schema.RESULTS_DIR).rglob("*.parquet")}
+    kept_optuna = (original / "optuna" / "optuna.db").read_bytes()
+    (part,) = (copy / schema.RESULTS_DIR / schema.TRIALS_DIR).glob("part-*.parquet")
+    part.write_bytes(part.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(["resume", str(copy)]) == 0
+    assert "trials: 1/1 recorded; 0 running, 1 finished" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in (original / schema.RESULTS_DIR).rglob("*.parquet")} == kept
+    assert (original / "optuna" / "optuna.db").read_bytes() == kept_optuna  # told the copy's
