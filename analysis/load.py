@@ -190,12 +190,19 @@ def _read_checked(filesystem: pafs.FileSystem, path: str, required: Sequence[str
                   kind: str) -> pa.Table:
     if not path.endswith(".parquet"):
         raise BadFileError(BadFile(path, f"not a results file (expected a {kind} .parquet file)"))
-    try:
-        table = pq.read_table(path, filesystem=filesystem)
-    except (pa.ArrowException, OSError, ValueError) as error:
-        if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
-            raise _Vanished(path) from None
-        raise BadFileError(BadFile(path, f"not a readable Parquet file ({error})")) from None
+    for attempt in (1, 2):
+        try:
+            # One open file: its size and its bytes come from the same version of a live file
+            # that a writer replaces (by rename) while we read; by path, pyarrow may take the
+            # size from one version and the bytes from the next.
+            with filesystem.open_input_file(path) as source:
+                table = pq.read_table(source)
+            break
+        except (pa.ArrowException, OSError, ValueError) as error:
+            if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+                raise _Vanished(path) from None
+            if attempt == 2:  # a replaced file reads whole the second time; a corrupt one never
+                raise BadFileError(BadFile(path, f"not a readable Parquet file ({error})")) from None
     version = (table.schema.metadata or {}).get(b"rvsm_schema_version")
     if version is None or not version.isdigit():
         reason = "not a results file: no rvsm_schema_version in its Parquet metadata"

@@ -30,10 +30,13 @@ def _finished_ids(folder) -> set[str]:
     if not trials_dir.exists():
         return set()
     ids = set()
-    for path in trials_dir.glob("*.parquet"):
-        row = pq.read_table(path, columns=["trial_id", "state"]).to_pylist()[0]
-        if row["state"] == "finished":
-            ids.add(row["trial_id"])
+    for path in trials_dir.glob("*.parquet"):  # live files (one row) and parts (many)
+        try:
+            with open(path, "rb") as f:  # one version of a file the writer may be replacing
+                rows = pq.read_table(f, columns=["trial_id", "state"]).to_pylist()
+        except FileNotFoundError:  # compacted away since the listing
+            continue
+        ids |= {row["trial_id"] for row in rows if row["state"] == "finished"}
     return ids
 
 
