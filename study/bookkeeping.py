@@ -66,8 +66,8 @@ def target_trials(location: StudyLocation) -> int:
     return sum(r.adds_to_target for r in runs(location))
 
 
-def terminal_trials(location: StudyLocation, run: RunInfo | None = None) -> int:
-    """Trials recorded as ended (finished, diverged, errored or stopped), of one run or all.
+def terminal_trials(location: StudyLocation) -> int:
+    """Trials recorded as ended (finished, diverged, errored or stopped).
 
     Counts readable rows only: an unreadable results file (which `resume` sets aside,
     `study.status.set_aside_bad_results`) counts as a trial not done.
@@ -76,7 +76,4 @@ def terminal_trials(location: StudyLocation, run: RunInfo | None = None) -> int:
     if not location.list_files(schema.RESULTS_DIR, schema.TRIALS_DIR):
         return 0
     trials = load_results([location.uri], skip_bad=True).trials
-    if run is not None:
-        numbers = range(run.trial_offset, run.trial_offset + run.num_samples)
-        trials = trials[trials["trial_number"].isin(numbers)]
     return int(trials["state"].isin(TERMINAL).sum())

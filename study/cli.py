@@ -144,6 +144,7 @@ def _locate(study: str, *, writable: bool = True):
 
 
 def _run(args) -> int:
+    from study.bookkeeping import plan_run
     from study.spec import SpecError, dump_toml, read_raw, spec_from_raw
     from study.storage import STUDY_FILE, check_storage
     raw = read_raw(args.study_file, args.set)
@@ -169,7 +170,7 @@ def _run(args) -> int:
     launch.connect(spec, verbose=args.verbose)
     launch.check_resources(spec)
     location.write_text(study_toml, STUDY_FILE)
-    run = launch.plan_run(location, spec.study.trials)
+    run = plan_run(location, spec.study.trials)
     print(f"study {spec.study.name!r}: {spec.study.trials} trials, {spec.study.max_concurrent} at a "
           f"time, sampler {spec.search.sampler}; results in {location.uri}", flush=True)
     return _supervise(lambda: launch.start_run(spec, location, run, verbose=args.verbose),
@@ -177,7 +178,7 @@ def _run(args) -> int:
 
 
 def _continue(args, command: str) -> int:
-    from study.bookkeeping import target_trials
+    from study.bookkeeping import plan_run, target_trials
     from study.spec import MAX_TRIALS, SpecError, grid_size
     from study.status import read_stored_spec, set_aside_bad_results
     location = _locate(args.study)
@@ -200,7 +201,7 @@ def _continue(args, command: str) -> int:
         def work():
             launch.complete_study(spec, location, verbose=args.verbose)  # an unfinished run first
             launch.download_optuna(location)
-            launch.start_run(spec, location, launch.plan_run(location, args.trials),
+            launch.start_run(spec, location, plan_run(location, args.trials),
                              verbose=args.verbose)
     return _supervise(work, location)
 

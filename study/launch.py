@@ -29,7 +29,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from study import compaction, search  # noqa: E402
-from study.bookkeeping import (RunInfo, plan_run, runs, target_trials,  # noqa: E402,F401
+from study.bookkeeping import (RunInfo, plan_run, runs, target_trials,  # noqa: E402
                                terminal_trials)
 from study.progress import ProgressCallback  # noqa: E402
 from study.scheduler import StudyScheduler, make_scheduler  # noqa: E402
