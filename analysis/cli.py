@@ -119,7 +119,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str], command: Callable
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        message = f"{error.filename or ''} {error.strerror or error}".strip()
+        message = f"{error.filename}: {error.strerror or error}" if error.filename else str(error)
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -62,6 +62,8 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/report.md`` and its PNG plots; ``trials`` holds every state of the study."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AnalysisError(f"{out_dir} exists and is not a folder: give a folder for the report")
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = _write_plots(summary, out_dir, options)
     sections = [

@@ -526,7 +526,8 @@ def _check_train(train: dict, search: SearchSettings, resources: Resources) -> N
     for where, values in probes:
         try:
             config = TrainConfig.from_dict(values)
-            key = (config.model, config.dataset, config.sparsify, config.dropout, config.device)
+            key = (config.model, config.dataset, config.sparsify, config.dropout, config.device,
+                   tuple(config.multipliers))
             if key not in checked:
                 checked.add(key)
                 check_config(config, gpus=resources.gpus_per_trial)

@@ -214,11 +214,13 @@ def _grey_to_rgb(module: nn.Module, args: tuple) -> tuple:
 def check_model(config: TrainConfig) -> None:
     """Build `config`'s network on the meta device for its dataset's image shape, run one batch
     through it there, and resolve `sparsify` against it: what would fail at the start of every
-    trial fails here, in one `ConfigError`, without data, memory or Ray. Imports (runs) the user's
+    trial fails here, in one `ConfigError`, without data, memory or Ray (a `threshold_multipliers`
+    key that names no sparsified tensor included). Imports (runs) the user's
     factory and loader modules when the config names them."""
     from .config import ConfigError
     from .data import dataset_shape
     from .rvsm import sparsified_names
+    from .thresholds import unmatched_multipliers
     in_shape, num_classes = dataset_shape(config)
     with warnings.catch_warnings():  # a library's notices (torchvision's googlenet) are not errors
         warnings.simplefilter("ignore")
@@ -234,7 +236,11 @@ def check_model(config: TrainConfig) -> None:
         raise ConfigError(f"model={config.model!r} returns {got} for a batch of 2 images; expected "
                           f"logits of shape (2, {num_classes}) (dataset {config.dataset!r} has "
                           f"{num_classes} classes)")
-    sparsified_names(model, config.sparsify)
+    names = sparsified_names(model, config.sparsify)
+    unknown = unmatched_multipliers(names, config.multipliers)
+    if unknown:
+        raise ConfigError(f"threshold_multipliers: {', '.join(map(repr, unknown))} names no "
+                          f"sparsified tensor of model={config.model!r}; sparsified: {', '.join(names)}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -95,6 +95,11 @@ def test_errors_are_one_message_and_exit_2(study, tmp_path, make_study, capsys):
     assert "expected 2 numbers" in error_of(report_main, argv, capsys)
     assert "export format" in error_of(export_main, [str(study), "-o", str(tmp_path / "x.xlsx")], capsys)
     assert pareto_main(["--x-axis", "nope", str(study), "-o", out]) == 2  # argparse's own message
+    capsys.readouterr()
+    (tmp_path / "taken").write_text("a file")
+    err = error_of(report_main, [str(study), "-o", str(tmp_path / "taken")], capsys)
+    assert err == f"rvsm report: error: {tmp_path / 'taken'} exists and is not a folder: give a folder for the report\n"
+    assert (tmp_path / "taken").read_text() == "a file"
 
 
 def test_bad_file_stops_unless_skipped(study, tmp_path, capsys):

@@ -53,6 +53,16 @@ def test_a_bad_multiplier_value_names_its_search_param():
         parse_spec(spec_text(bad))
 
 
+@pytest.mark.parametrize("where", ["search", "train"])
+def test_a_multiplier_naming_no_layer_is_refused_when_the_study_is_read(where):
+    if where == "search":
+        text = spec_text('[search.params."threshold_multipliers.fc9"]\nlow = 0.5\nhigh = 2.0\n')
+    else:
+        text = spec_text("[search.params.lr]\nlow = 1e-3\nhigh = 2e-3\n", train=TRAIN + "threshold = 0.05\n[train.threshold_multipliers]\nconv7 = 2.0\n")
+    with pytest.raises(SpecError, match=r"names no sparsified tensor of model='lenet5'; sparsified: conv1.weight"):
+        parse_spec(text)
+
+
 def test_the_results_record_the_derived_lambda_and_each_searched_multiplier(tmp_path):
     spec = parse_spec(spec_text(THRESHOLD_AND_MULTIPLIER))
     base = TrainConfig.from_dict(spec.train).to_dict()
