@@ -13,6 +13,8 @@ Variants of the trial's configuration (its training fields, as stored in the res
 - schedule: `no_ramp` (the full thresholds from the first step), `no_finetune` (the fine-tuning
   epochs spent on RVSM instead: same number of epochs), `neither` (`global`, no ramp, no
   fine-tuning: the old method with the same budget);
+- fine-tuning: `finetune_half` (the same epochs, half of them fine-tuning), `finetune_lr_x3`
+  (three times the fine-tuning learning rate);
 - rule: `modified` (loss at u) at the same thresholds and at `--modified-factor` times them.
 
 This is a one-factor-at-a-time ablation at one chosen point, not a search per variant: a variant
@@ -39,11 +41,12 @@ DNS_LENET5_KEPT = {"conv1.weight": 0.14, "conv2.weight": 0.03, "fc1.weight": 0.0
 
 def variants(config: dict, thresholds: dict[str, float], modified_factor: float) -> dict[str, dict]:
     """Variant name -> the training fields to change in `config`."""
+    from trainables.config import TrainConfig
     from trainables.thresholds import multiplier
     params = dict(_meta_model(config).named_parameters())
     largest = max(thresholds, key=lambda name: params[name].numel())
     t_abs = thresholds[largest]
-    t_std = config["threshold"] * multiplier(largest, dict(config.get("threshold_multipliers") or ()))
+    t_std = config["threshold"] * multiplier(largest, TrainConfig.from_dict(config).multipliers)
     fan_in = params[largest][0].numel()
     epochs = config["epochs"] + config["finetune_epochs"]
     old = {"threshold_scale": "global", "threshold": t_abs, "threshold_multipliers": ()}
@@ -56,10 +59,24 @@ def variants(config: dict, thresholds: dict[str, float], modified_factor: float)
         "no_ramp": {"ramp_epochs": 0},
         "no_finetune": {"finetune_epochs": 0, "epochs": epochs},
         "neither": {**old, "ramp_epochs": 0, "finetune_epochs": 0, "epochs": epochs},
+        "finetune_half": {"epochs": epochs // 2, "finetune_epochs": epochs - epochs // 2,
+                          "ramp_epochs": min(config["ramp_epochs"], epochs // 2)},
+        "finetune_lr_x3": {"finetune_lr_factor": min(1.0, 3 * config["finetune_lr_factor"])},
         "modified": {"rule": "modified"},
         f"modified_x{modified_factor:g}": {"rule": "modified",
                                            "threshold": config["threshold"] * modified_factor},
     }
+
+
+def apply(config: dict, change: dict) -> dict:
+    """`config` with `change`: a new threshold drops the derived lam, new multipliers drop the
+    searched ones (stored as flat `threshold_multipliers.<name>` fields)."""
+    fields = dict(config)
+    if "threshold" in change:
+        fields.pop("lam", None)
+    if "threshold_multipliers" in change:
+        fields = {k: v for k, v in fields.items() if not k.startswith("threshold_multipliers.")}
+    return {**fields, **change}
 
 
 def _meta_model(config: dict):
@@ -119,7 +136,7 @@ def main() -> None:
           f"{config['finetune_epochs']}, {config['epochs']} RVSM epochs; as recorded: val "
           f"{row['metric_val_acc'].iloc[0]:.2%}, test {row['metric_test_acc'].iloc[0]:.2%}, "
           f"sparsity {row['metric_sparsity'].iloc[0]:.2%}", flush=True)
-    jobs = [(name, {**config, **change}) for name, change in chosen.items()]
+    jobs = [(name, apply(config, change)) for name, change in chosen.items()]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         results = list(pool.map(run_variant, jobs))
     layers = list(results[0]["layer_sparsity"])

@@ -8,7 +8,8 @@ trial counts as finished for the rule when its row says so, at its `ended_at`. W
 replay says which trials the rule would have stopped, at which epoch, and what that costs:
 trials of the study's final front (finished trials, validation objectives) that would have been
 stopped, the hypervolume of the finished trials that would remain against the study's, and the
-share of training epochs saved. Only graces up to the one the study ran with can be replayed
+share of training epochs saved; and, for each epoch k, how often a dominance seen at epoch k
+between two trials that ran to the end still held at their last epoch. Only graces up to the one the study ran with can be replayed
 exactly (a trial the study stopped has no epochs after its stop); larger ones are refused. The
 sampler's later choices are held fixed: a study that stopped other trials would have sampled
 differently after them, which a replay cannot show. Prints what it measured and saves
@@ -50,6 +51,26 @@ def replay(epochs, trials, objectives, *, grace: int, min_dominating: int) -> di
         elif rule.should_stop(trial_id, epoch, values):
             stopped[trial_id] = epoch
     return stopped
+
+
+def dominance_agreement(epochs, finished_ids, objectives) -> list[dict]:
+    """For each epoch k: of the pairs of finished trials where one dominated the other at epoch k,
+    the share where it still dominates at the last epoch, and the share reversed. How telling an
+    epoch is about the end, over the trials that ran to it (stopped trials have no end)."""
+    from study.scheduler import dominates
+    signs = [1.0 if o.direction == "max" else -1.0 for o in objectives]
+    columns = [schema.METRIC_PREFIX + o.metric for o in objectives]
+    curves = {t: g.set_index("metric_epoch")[columns] for t, g in epochs.groupby("trial_id")
+              if t in finished_ids}
+    last = {t: tuple(c.iloc[-1]) for t, c in curves.items()}
+    rows = []
+    for k in sorted({e for c in curves.values() for e in c.index}):
+        at = {t: tuple(c.loc[k]) for t, c in curves.items() if k in c.index and c.loc[k].notna().all()}
+        pairs = [(a, b) for a in at for b in at if a != b and dominates(at[a], at[b], signs)]
+        held = sum(dominates(last[a], last[b], signs) for a, b in pairs)
+        reversed_ = sum(dominates(last[b], last[a], signs) for a, b in pairs)
+        rows.append({"epoch": int(k), "pairs": len(pairs), "held": held, "reversed": reversed_})
+    return rows
 
 
 def main() -> None:
@@ -103,13 +124,21 @@ def main() -> None:
               f"that finished), {len(row['front_trials_stopped'])} of the {len(front)} front trials; "
               f"hypervolume {hv:.4f} ({row['hypervolume_ratio']:.1%} of the study's); "
               f"epochs saved {saved} ({row['epochs_saved_share']:.1%})")
+    agreement = dominance_agreement(epochs, set(done["trial_id"]), objectives)
+    print("  how telling each epoch is (finished trials): of the pairs where one trial dominated "
+          "another at epoch k, the share still dominating / reversed at the last epoch")
+    for a in agreement:
+        if a["pairs"]:
+            print(f"    epoch {a['epoch']:2d}: {a['pairs']:4d} pairs, held {a['held'] / a['pairs']:6.1%}, "
+                  f"reversed {a['reversed'] / a['pairs']:6.1%}")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"grace_replay_{Path(args.study.rstrip('/')).name}.json"
     path.write_text(json.dumps({"study": args.study, "ran_with_grace": ran_with,
                                 "trials": len(trials), "epochs_trained": epochs_run,
                                 "front": sorted(front), "hypervolume": full_hv,
-                                "replays": rows}, indent=2, default=str))
+                                "replays": rows, "dominance_agreement": agreement},
+                               indent=2, default=str))
     print(f"saved {path}")
 
 
