@@ -9,7 +9,9 @@ Variants of the trial's configuration (its training fields, as stored in the res
 - thresholds (all keep the trial's fc1-sized tensor threshold, the largest tensor's absolute t_l,
   so the total sparsity stays comparable and only its share among layers changes):
   `std_no_multipliers` (std scale, every m_l = 1), `global` (one threshold for every tensor, the
-  behaviour before issue 11), `fan_in` (t_l proportional to 1/sqrt(fan-in));
+  behaviour before issue 11). No `fan_in` variant: under PyTorch's default initialisation
+  (Kaiming-uniform, bound 1/sqrt(fan-in)) a tensor's std is 1/sqrt(3 fan-in) up to sampling
+  noise, so `fan_in` thresholds are `std` ones with t scaled by sqrt(3);
 - schedule: `no_ramp` (the full thresholds from the first step), `no_finetune` (the fine-tuning
   epochs spent on RVSM instead: same number of epochs), `neither` (`global`, no ramp, no
   fine-tuning: the old method with the same budget);
@@ -29,7 +31,7 @@ import json
 import math
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,15 +49,12 @@ def variants(config: dict, thresholds: dict[str, float], modified_factor: float)
     largest = max(thresholds, key=lambda name: params[name].numel())
     t_abs = thresholds[largest]
     t_std = config["threshold"] * multiplier(largest, TrainConfig.from_dict(config).multipliers)
-    fan_in = params[largest][0].numel()
     epochs = config["epochs"] + config["finetune_epochs"]
     old = {"threshold_scale": "global", "threshold": t_abs, "threshold_multipliers": ()}
     return {
         "base": {},
         "std_no_multipliers": {"threshold": t_std, "threshold_multipliers": ()},
         "global": old,
-        "fan_in": {"threshold_scale": "fan_in", "threshold": t_abs * math.sqrt(fan_in),
-                   "threshold_multipliers": ()},
         "no_ramp": {"ramp_epochs": 0},
         "no_finetune": {"finetune_epochs": 0, "epochs": epochs},
         "neither": {**old, "ramp_epochs": 0, "finetune_epochs": 0, "epochs": epochs},
@@ -116,6 +115,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from analysis.load import load_epochs, load_results
+    from trainables.config import TrainConfig
     trials = load_results([args.study]).trials
     row = trials[trials["trial_id"] == args.trial]
     if row.empty:
@@ -131,14 +131,19 @@ def main() -> None:
         chosen = {k: v for k, v in chosen.items() if k in args.only}
     print(f"{args.study} trial {args.trial}: {config['model']} on {config['dataset']}, rule "
           f"{config['rule']}, threshold_scale {config['threshold_scale']}, threshold "
-          f"{config['threshold']:.4g}, multipliers {config.get('threshold_multipliers')}, lr "
+          f"{config['threshold']:.4g}, multipliers {TrainConfig.from_dict(config).multipliers}, lr "
           f"{config['lr']:.4g}, ramp {config['ramp_epochs']} ({config['ramp']}), fine-tuning "
           f"{config['finetune_epochs']}, {config['epochs']} RVSM epochs; as recorded: val "
           f"{row['metric_val_acc'].iloc[0]:.2%}, test {row['metric_test_acc'].iloc[0]:.2%}, "
           f"sparsity {row['metric_sparsity'].iloc[0]:.2%}", flush=True)
     jobs = [(name, apply(config, change)) for name, change in chosen.items()]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        results = list(pool.map(run_variant, jobs))
+        futures = [pool.submit(run_variant, job) for job in jobs]
+        for done in as_completed(futures):
+            r = done.result()
+            print(f"  done: {r['variant']} in {r['wall_s']:.0f} s: val {r['val_acc']:.2%}, "
+                  f"sparsity {r['sparsity']:.2%}", flush=True)
+    results = [f.result() for f in futures]
     layers = list(results[0]["layer_sparsity"])
     head = f"{'variant':22s} {'val':>7s} {'test':>7s} {'sparsity':>9s} {'compr.':>8s}  " + \
         "  ".join(f"{name.removesuffix('.weight') + ' kept':>11s}" for name in layers)
