@@ -89,7 +89,7 @@ def test_the_default_grace_follows_the_ramp_and_the_schedule(train, search, grac
     assert (given if given is not None else default_grace(spec)) == grace
 
 
-@pytest.mark.parametrize("name", ["frontier_lenet5", "frontier_lenet300_100", "frontier_fashion_lenet5"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in STUDIES.glob("frontier_*.toml")))
 def test_the_frontier_study_files_parse_and_use_the_new_options(name):
     spec = load_spec(STUDIES / f"{name}.toml")
     searched = {p.name for p in spec.search.params}
