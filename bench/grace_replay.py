@@ -106,7 +106,7 @@ def main() -> None:
     print(f"{args.study}: {len(trials)} trials {counts}, {epochs_run} epochs trained, ran with "
           f"grace {ran_with}, stop when >= {spec.search.early_stopping_min_dominating} finished "
           f"trials dominate at the same epoch; front: {len(front)} trials, hypervolume "
-          f"{full_hv:.4f} (reference {tuple(round(r, 4) for r in reference)})")
+          f"{full_hv:.5f} (reference {tuple(round(r, 4) for r in reference)})")
     rows = []
     for grace in graces:
         stopped = replay(epochs, trials, objectives, grace=grace,
@@ -122,7 +122,7 @@ def main() -> None:
         rows.append(row)
         print(f"  grace {grace:2d}: stops {len(stopped):3d} trials ({row['finished_trials_stopped']} "
               f"that finished), {len(row['front_trials_stopped'])} of the {len(front)} front trials; "
-              f"hypervolume {hv:.4f} ({row['hypervolume_ratio']:.1%} of the study's); "
+              f"hypervolume {hv:.5f} ({hv - full_hv:+.5f}); "
               f"epochs saved {saved} ({row['epochs_saved_share']:.1%})")
     agreement = dominance_agreement(epochs, set(done["trial_id"]), objectives)
     print("  how telling each epoch is (finished trials): of the pairs where one trial dominated "

@@ -32,9 +32,9 @@ from study import compaction, search  # noqa: E402
 from study.bookkeeping import (RunInfo, plan_run, runs, target_trials,  # noqa: E402
                                terminal_trials)
 from study.progress import ProgressCallback  # noqa: E402
-from study.scheduler import StudyScheduler, make_scheduler  # noqa: E402
+from study.scheduler import ParetoStoppingScheduler, StudyScheduler, make_scheduler  # noqa: E402
 from study.results import (ResultsCallback, ResultsWriter, param_types, recorded_ends,  # noqa: E402
-                           recorded_trials)
+                           recorded_epochs, recorded_trials)
 from study.searcher import StudySearch  # noqa: E402
 from study.spec import SpecError, StudySpec  # noqa: E402
 from study.storage import OPTUNA_DIR, RUNS_DIR, StudyLocation  # noqa: E402
@@ -116,7 +116,8 @@ def start_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbose
         param_space=spec.base_config(),
         tune_config=tune.TuneConfig(search_alg=_searcher(spec, location, run),
                                     num_samples=run.num_samples,
-                                    scheduler=make_scheduler(spec, partial(recorded_trials, location)),
+                                    scheduler=make_scheduler(spec, partial(recorded_trials, location),
+                                                             partial(recorded_epochs, location)),
                                     max_concurrent_trials=spec.study.max_concurrent,
                                     # a trial process starts once per slot, not once per trial:
                                     # importing torch and Ray costs seconds each time
@@ -160,6 +161,8 @@ def _rebind(tuner: tune.Tuner, location: StudyLocation) -> None:
     scheduler = internal._tune_config.scheduler
     if isinstance(scheduler, StudyScheduler):
         scheduler.recorded = partial(recorded_trials, location)
+    if isinstance(scheduler, ParetoStoppingScheduler):
+        scheduler.recorded_epochs = partial(recorded_epochs, location)
     searcher = internal._tune_config.search_alg
     while searcher is not None and not isinstance(searcher, StudySearch):
         searcher = getattr(searcher, "searcher", None)  # ConcurrencyLimiter, SearchGenerator

@@ -306,6 +306,25 @@ def recorded_trials(location: StudyLocation) -> dict[str, dict]:
             for row in trials[["trial_id", *columns]].to_dict("records")}
 
 
+def recorded_epochs(location: StudyLocation, trial_ids: set[str]) -> dict[str, dict[int, dict]]:
+    """The epochs the results hold for `trial_ids`: trial id -> epoch -> {metric: value} (nulls
+    left out). Unreadable files are skipped, as in `recorded_trials`."""
+    from analysis.load import load_epochs
+    table = load_epochs(location.uri, skip_bad=True)
+    if table.num_rows == 0:
+        return {}
+    frame = table.to_pandas()
+    frame = frame[frame["trial_id"].isin(trial_ids)]
+    metrics = [c for c in frame.columns if c.startswith(schema.METRIC_PREFIX)]
+    out: dict[str, dict[int, dict]] = {}
+    for row in frame[["trial_id", *metrics]].to_dict("records"):
+        values = {c[len(schema.METRIC_PREFIX):]: v for c, v in row.items()
+                  if c.startswith(schema.METRIC_PREFIX) and v is not None and v == v}
+        if "epoch" in values:
+            out.setdefault(row["trial_id"], {})[int(values["epoch"])] = values
+    return out
+
+
 def recorded_ends(location: StudyLocation) -> dict[str, dict]:
     """The trials the results record as ended (see `recorded_trials`)."""
     return {trial_id: row for trial_id, row in recorded_trials(location).items()

@@ -67,6 +67,14 @@ class ParetoEarlyStopping:
     def finish(self, trial_id: str) -> None:
         self.finished.add(trial_id)
 
+    def remember(self, finished: dict[str, dict[int, dict]]) -> None:
+        """Take in trials that finished before this rule existed (an earlier run of the study,
+        or before the driver was restarted): trial id -> epoch -> that epoch's metrics."""
+        for trial_id, epochs in finished.items():
+            for epoch, result in epochs.items():
+                self.record(trial_id, epoch, result)
+            self.finish(trial_id)
+
 
 class StudyScheduler(FIFOScheduler):
     """First in, first out; and a trial that Ray Tune restores from its snapshot carries on from
@@ -88,6 +96,9 @@ class StudyScheduler(FIFOScheduler):
         self.recorded = recorded
         self._rows: dict[str, dict] | None = None
 
+    def _first_read(self, rows: dict[str, dict]) -> None:
+        """Called once per driver process with the results' trials, before any trial runs."""
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_rows"] = None  # read again by the driver that restores this scheduler
@@ -97,6 +108,7 @@ class StudyScheduler(FIFOScheduler):
         super().on_trial_add(tune_controller, trial)
         if self._rows is None:
             self._rows = self.recorded()
+            self._first_read(self._rows)
         row = self._rows.get(trial.trial_id)
         ended = row is not None and row["state"] in schema.TERMINAL_STATES
         lost = trial.status in (Trial.TERMINATED, Trial.ERROR) and not ended
@@ -191,12 +203,23 @@ def _missing(value) -> bool:
 
 
 class ParetoStoppingScheduler(StudyScheduler):
-    """Ray Tune adapter around `ParetoEarlyStopping`."""
+    """Ray Tune adapter around `ParetoEarlyStopping`. The rule's memory of finished trials is
+    rebuilt from the results when a driver starts (`recorded_epochs`): Tune restores a scheduler
+    as it was built, so after a resume, or in an `extend`, the rule would otherwise judge new
+    trials against none of the study's earlier ones."""
 
-    def __init__(self, rule: ParetoEarlyStopping, recorded: Callable[[], dict[str, dict]]):
+    def __init__(self, rule: ParetoEarlyStopping, recorded: Callable[[], dict[str, dict]],
+                 recorded_epochs: Callable[[set[str]], dict[str, dict[int, dict]]] | None = None):
         super().__init__(recorded)
         self.rule = rule
+        self.recorded_epochs = recorded_epochs
         self.stopped: set[str] = set()
+
+    def _first_read(self, rows: dict[str, dict]) -> None:
+        finished = {t for t, row in rows.items() if row["state"] == schema.FINISHED}
+        read = getattr(self, "recorded_epochs", None)  # absent from a scheduler pickled before it existed
+        if finished and read is not None:
+            self.rule.remember(read(finished))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if self.rule.should_stop(trial.trial_id, int(result.get("epoch", 0)), result):
@@ -209,14 +232,16 @@ class ParetoStoppingScheduler(StudyScheduler):
             self.rule.finish(trial.trial_id)
 
 
-def make_scheduler(spec: StudySpec, recorded: Callable[[], dict[str, dict]]) -> StudyScheduler:
-    """The study's scheduler; `recorded` as for StudyScheduler."""
+def make_scheduler(spec: StudySpec, recorded: Callable[[], dict[str, dict]],
+                   recorded_epochs: Callable[[set[str]], dict[str, dict[int, dict]]] | None = None,
+                   ) -> StudyScheduler:
+    """The study's scheduler; `recorded` and `recorded_epochs` as for ParetoStoppingScheduler."""
     if not spec.search.early_stopping:
         return StudyScheduler(recorded)
     grace = spec.search.early_stopping_grace_epochs
     return ParetoStoppingScheduler(ParetoEarlyStopping(
         spec.search.objectives, min_dominating=spec.search.early_stopping_min_dominating,
-        grace_epochs=default_grace(spec) if grace is None else grace), recorded)
+        grace_epochs=default_grace(spec) if grace is None else grace), recorded, recorded_epochs)
 
 
 GRACE_SHARE = {"constant": 0.25, "cosine": 0.5}  # of the epochs after the ramp; a choice, not measured

@@ -91,3 +91,44 @@ batch_size = 64
     assert (stopped["epochs_completed"] < 3).all() and stopped["metric_test_acc"].isna().all()
     epochs = pd.read_parquet(folder / "results" / "epochs")
     assert set(epochs["trial_id"]) == set(trials["trial_id"])
+
+
+def test_the_rule_remembers_trials_that_finished_before_it_existed():
+    """After a resume, or in an extend, the finished trials of earlier runs still count."""
+    earlier = {"a": {1: {"val_acc": 0.90, "sparsity": 0.50}, 2: {"val_acc": 0.95, "sparsity": 0.60}},
+               "b": {1: {"val_acc": 0.92, "sparsity": 0.55}, 2: {"val_acc": 0.96, "sparsity": 0.70}}}
+    fresh = rule(min_dominating=2)
+    assert not fresh.should_stop("c", 2, {"val_acc": 0.90, "sparsity": 0.55})  # knows nothing yet
+    restored = rule(min_dominating=2)
+    restored.remember(earlier)
+    assert restored.should_stop("c", 2, {"val_acc": 0.90, "sparsity": 0.55})
+
+
+def test_a_resumed_study_reads_its_finished_trials_epochs_back(tmp_path):
+    from study.results import recorded_epochs
+    from tests.study.test_compaction import EPOCHS, build_study
+    writer = build_study(tmp_path, ended=3, running=1, parts=True)  # t0000-t0002 partly compacted
+    epochs = recorded_epochs(writer.location, {"t0000", "t0002"})  # t0003 is still running
+    assert set(epochs) == {"t0000", "t0002"}
+    assert all(set(by_epoch) == set(range(1, EPOCHS + 1)) for by_epoch in epochs.values())
+    assert epochs["t0002"][3]["val_acc"] == 0.52 and epochs["t0002"][3]["sparsity"] == 0.3
+
+
+def test_the_scheduler_judges_against_the_studys_earlier_finished_trials():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.scheduler import make_scheduler
+    from study.spec import parse_spec
+    spec = parse_spec('[study]\nname = "s"\n[search]\nearly_stopping_grace_epochs = 1\n'
+                      '[train]\ndataset = "synthetic"\nepochs = 4\n')
+    rows = {"a": {"state": "finished"}, "b": {"state": "finished"}, "x": {"state": "stopped"}}
+    earlier = {"a": {2: {"val_acc": 0.95, "sparsity": 0.60}}, "b": {2: {"val_acc": 0.96, "sparsity": 0.70}}}
+    asked = []
+    scheduler = make_scheduler(spec, lambda: rows, lambda ids: asked.append(ids) or earlier)
+    scheduler._first_read(rows)
+    assert asked == [{"a", "b"}]  # only finished trials count for the rule
+    trial = SimpleNamespace(trial_id="c")
+    assert scheduler.on_trial_result(None, trial, {"epoch": 2, "val_acc": 0.9, "sparsity": 0.5}) \
+        == TrialScheduler.STOP
