@@ -62,8 +62,18 @@ def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.Ba
         return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     if name == "grid":
         grid = {p.name: list(p.values) for p in spec.search.params}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return _StudyGridSampler(grid, seed=seed)
     raise ValueError(f"unknown sampler {name!r}")  # unreachable: the spec validated it
+
+
+class _StudyGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its end-of-grid `study.stop()`: that call raises outside
+    `Study.optimize` (this study asks and tells), and it raised from inside Tune's trial
+    completion when the grid's last trial ended, leaving the trial unrecorded in Optuna and
+    restarted by Tune. The study's trial count already ends the run."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
 
 
 def _population(spec: StudySpec) -> int:

@@ -158,3 +158,19 @@ def test_a_restored_searcher_tells_the_database_where_the_study_is_now(tmp_path)
     def states(folder) -> list[str]:
         return [t.state.name for t in optuna.load_study(study_name="s", storage=search.storage_url(folder)).trials]
     assert states(there) == ["COMPLETE"] and states(here) == ["RUNNING"]
+
+
+def test_the_grid_samplers_last_trial_is_told_without_error():
+    """Optuna's GridSampler calls study.stop() when its grid is done, which raises outside
+    Study.optimize: the last grid trial of a study used to fail inside Tune and start over."""
+    import optuna
+
+    from study.search import make_sampler, search_space, tell_ended
+    from study.spec import parse_spec
+    spec = parse_spec('[study]\nname = "g"\ntrials = 2\n[search]\nsampler = "grid"\n'
+                      '[search.params.lam]\nvalues = [1e-4, 2e-4]\n[train]\ndataset = "synthetic"\n')
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=make_sampler(spec, seed=0))
+    for number in range(2):
+        trial = study.ask(fixed_distributions=search_space(spec))
+        tell_ended(study, trial, trial_id=f"t{number}", state="finished", values=[0.9, 0.5], epochs=1)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
