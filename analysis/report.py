@@ -22,7 +22,7 @@ from analysis.plot_params import draw_params, params_plot_info
 from analysis.plot_progress import draw_progress, progress_plot_info
 from analysis.plot_style import column_label, percent, save_figure
 from analysis.reference_points import Reference
-from analysis.sensitivity import choice_summaries, rank_correlations
+from analysis.sensitivity import choice_summaries, rank_correlations, searched_columns
 from analysis.study_file import log_scales
 from analysis.summary import (CHANCE_MARGIN, RANK_COLUMN, StudySummary, at_chance,
                               best_accuracy_at_sparsity, best_sparsity_at_accuracy, chance_accuracy_of)
@@ -92,7 +92,6 @@ def write_front_csv(summary: StudySummary, path: Path) -> None:
     and ``param_lam`` even when the threshold was searched: it was derived), then the threshold,
     validation and test accuracy (fractions), sparsity, compression and non-zeros. One row per
     front member, by increasing second objective, as in report.md."""
-    from analysis.sensitivity import searched_columns
     front = summary.front
     params = [c for c in searched_columns(summary.ranked) if c in front.columns]
     if "param_threshold" in params and "param_lam" in front.columns and "param_lam" not in params:
@@ -158,9 +157,9 @@ def _knee_text(summary: StudySummary) -> str:
 
 
 def _front_section(summary: StudySummary) -> str:
-    columns = list(FRONT_COLUMNS) + [(o.name, o.column) for o in summary.objectives
-                                     if o.column not in {c for _, c in FRONT_COLUMNS}]
     front = summary.front
+    columns = _front_columns(summary) + [(o.name, o.column) for o in summary.objectives
+                                         if o.column not in {c for _, c in FRONT_COLUMNS}]
     chance = chance_accuracy_of(summary.ranked)
     collapsed = at_chance(front["metric_val_acc"], chance)
     rows = [[_value(column, row.get(column)) + (CHANCE_MARK if column == "metric_val_acc" and low else "")
@@ -178,6 +177,16 @@ def _front_section(summary: StudySummary) -> str:
         " not used to choose them.", "",
         _table([heading for heading, _ in columns], rows),
     ]) + note
+
+
+def _front_columns(summary: StudySummary) -> list[tuple[str, str]]:
+    """FRONT_COLUMNS with the other searched parameters (a layer's threshold multiplier, a seed)
+    after the learning rate: the front's points differ in them too."""
+    known = {column for _, column in FRONT_COLUMNS}
+    extra = [(c.removeprefix("param_").replace("threshold_multipliers.", "m "), c)
+             for c in searched_columns(summary.ranked) if c not in known and c in summary.front.columns]
+    at = [column for _, column in FRONT_COLUMNS].index("param_lr") + 1
+    return list(FRONT_COLUMNS[:at]) + extra + list(FRONT_COLUMNS[at:])
 
 
 def _export_section(summary: StudySummary) -> str:

@@ -8,9 +8,13 @@ What Ray's OptunaSearch leaves out, and this adds (the rules themselves are in `
 - a trial told before a kill is not told again after the resume;
 - orphans (RUNNING trials asked for by a killed driver whose Tune trial never reached a snapshot)
   are set FAIL when a run starts or is restored, before any new trial is asked;
-- each trial's Optuna number is what the results record as `trial_number`.
+- each trial's Optuna number is what the results record as `trial_number`;
+- an error while Optuna is told a trial ended is logged, not raised into Tune (which would run
+  the finished trial again).
 """
 from __future__ import annotations
+
+import logging
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
@@ -88,7 +92,17 @@ class StudySearch(OptunaSearch):
             return
         result = result or {}
         state = schema.ERRORED if error else ended_state(result)
-        search.tell_ended(self._ot_study, trial, trial_id=trial_id, state=state,
-                          values=[result.get(m) for m in self._objectives],
-                          epochs=result.get("epoch", self._epochs.get(trial_id, 0)))
+        try:
+            search.tell_ended(self._ot_study, trial, trial_id=trial_id, state=state,
+                              values=[result.get(m) for m in self._objectives],
+                              epochs=result.get("epoch", self._epochs.get(trial_id, 0)))
+        except Exception as failure:  # noqa: BLE001 - raised here, Tune would run the trial again
+            # Tune fails a trial whose completion raises and runs it again from scratch, and the
+            # re-run overwrites the epochs it recorded (how the grid sampler's study.stop() once
+            # looped). The results keep the trial; Optuna stores the state before a sampler's
+            # after_trial raises, so only a storage failure leaves it RUNNING (FAIL as an orphan
+            # at the next run).
+            logging.getLogger(__name__).warning(
+                "Optuna could not record trial %s as %s (%s: %s); its results are kept",
+                trial_id, state, type(failure).__name__, " ".join(str(failure).split()))
         self._completed_trials.add(trial_id)

@@ -17,12 +17,14 @@ DEFAULT_PARAMS = {"lam": 1e-4, "beta": 10.0, "lr": 1e-3, "dataset": "mnist", "mo
 def write_study(root: Path, name: str, rows: list[dict], *, searched=("lam", "beta", "lr")) -> Path:
     """Write ``<root>/<name>/results/trials/<trial_id>.parquet``, one file per row.
 
-    A row gives any of the trial columns, params (bare field names) and metrics (bare names);
+    A row gives any of the trial columns, params (bare field names: DEFAULT_PARAMS' and the
+    searched ones) and metrics (bare names);
     the rest takes defaults: finished, mnist, chance-level nothing.
     """
     folder = root / name / schema.RESULTS_DIR / schema.TRIALS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    param_types = {k: schema.param_type(v) for k, v in DEFAULT_PARAMS.items()}
+    extra = {k: v for row in rows for k, v in row.items() if k in searched and k not in DEFAULT_PARAMS}
+    param_types = {k: schema.param_type(v) for k, v in {**DEFAULT_PARAMS, **extra}.items()}
     table_schema = schema.trial_schema(param_types)
     for number, row in enumerate(rows):
         record = {

@@ -174,3 +174,28 @@ def test_the_grid_samplers_last_trial_is_told_without_error():
         trial = study.ask(fixed_distributions=search_space(spec))
         tell_ended(study, trial, trial_id=f"t{number}", state="finished", values=[0.9, 0.5], epochs=1)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_an_error_while_optuna_is_told_does_not_reach_tune(tmp_path, caplog):
+    """Tune runs a trial again from scratch when the searcher raises in its completion (and the
+    re-run overwrites the epochs it recorded): the searcher logs the error and the trial stays
+    ended, told once, in the state Optuna stored before the sampler raised."""
+    from optuna.distributions import FloatDistribution
+
+    from study.searcher import StudySearch
+
+    class Raising(optuna.samplers.RandomSampler):
+        def after_trial(self, study, trial, state, values):
+            raise RuntimeError("sampler\nbroke")
+
+    searcher = StudySearch(objectives=["val_acc", "sparsity"], space={"lr": FloatDistribution(1e-3, 1e-2)},
+                           metric=["val_acc", "sparsity"], mode=["max", "max"],
+                           sampler=Raising(seed=0), study_name="s", storage=search.open_storage(tmp_path))
+    searcher.suggest("t1")
+    with caplog.at_level("WARNING", logger="study.searcher"):
+        searcher.on_trial_complete("t1", {"val_acc": 0.9, "sparsity": 0.5, "test_acc": 0.9, "epoch": 1})
+        searcher.on_trial_complete("t1", {"val_acc": 0.1, "sparsity": 0.1, "test_acc": 0.1, "epoch": 1})
+    assert [r.getMessage() for r in caplog.records] == [
+        "Optuna could not record trial t1 as finished (RuntimeError: sampler broke); its results are kept"]
+    (trial,) = optuna.load_study(study_name="s", storage=search.storage_url(tmp_path)).trials
+    assert trial.state == TrialState.COMPLETE and trial.values == [0.9, 0.5]
