@@ -88,8 +88,30 @@ def storage_url(local_dir: Path) -> str:
 def open_storage(local_dir: Path) -> optuna.storages.RDBStorage:
     local_dir.mkdir(parents=True, exist_ok=True)
     # A generous timeout: the driver is the only writer, but a status reader may hold the file.
-    return optuna.storages.RDBStorage(storage_url(local_dir),
-                                      engine_kwargs={"connect_args": {"timeout": 30}})
+    return StudyStorage(storage_url(local_dir), engine_kwargs={"connect_args": {"timeout": 30}})
+
+
+class StudyStorage(optuna.storages.RDBStorage):
+    """Optuna's SQLite storage, which connects when first used after unpickling instead of while
+    being unpickled. Tune pickles the searcher (and so this storage, by its absolute path) with
+    the run; a study folder moved since would fail `rvsm resume` inside Tune's restore, before
+    the restored searcher is pointed at the database where the study is now (launch._rebind),
+    and a study copied since would open, and create tables in, the original's database."""
+
+    _CONNECTION = ("engine", "scoped_session", "_version_manager")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._CONNECTION}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str):
+        """Called only for attributes not set: the connection of an unpickled storage."""
+        if name in self._CONNECTION and "url" in self.__dict__:
+            super().__setstate__(self.__getstate__())
+            return self.__dict__[name]
+        raise AttributeError(name)
 
 
 # -- keeping Optuna in step with the results ------------------------------------------------------
