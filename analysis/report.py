@@ -182,9 +182,10 @@ def _front_section(summary: StudySummary) -> str:
 def _front_columns(summary: StudySummary) -> list[tuple[str, str]]:
     """FRONT_COLUMNS with the other searched parameters (a layer's threshold multiplier, a seed)
     after the learning rate: the front's points differ in them too."""
-    known = {column for _, column in FRONT_COLUMNS}
+    known = {name for pair in FRONT_COLUMNS for name in pair}  # a searched threshold is shown once
     extra = [(c.removeprefix("param_").replace("threshold_multipliers.", "m "), c)
-             for c in searched_columns(summary.ranked) if c not in known and c in summary.front.columns]
+             for c in searched_columns(summary.ranked)
+             if c not in known and c.removeprefix("param_") not in known and c in summary.front.columns]
     at = [column for _, column in FRONT_COLUMNS].index("param_lr") + 1
     return list(FRONT_COLUMNS[:at]) + extra + list(FRONT_COLUMNS[at:])
 
