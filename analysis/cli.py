@@ -28,7 +28,7 @@ STUDY_HELP = "study folder (the one holding results/) or a URI such as s3://buck
 
 
 def pareto_main(argv: Sequence[str]) -> int:
-    """Draw the accuracy-sparsity front of one or more studies to a PNG or SVG file."""
+    """Draw the accuracy-sparsity front of one or more studies to a PNG, SVG or PDF file."""
     parser = _parser("rvsm pareto", pareto_main.__doc__)
     parser.add_argument("studies", nargs="+", metavar="study", help=STUDY_HELP)
     parser.add_argument("-o", "--output", required=True, help="image file: .png, .svg or .pdf")
