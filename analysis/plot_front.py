@@ -257,12 +257,22 @@ def draw_front(
     ax.set_title(info.title + _off_axis_note(info), fontsize=11)
     if mappable is not None:
         _colorbar(figure, ax, info, mappable)
-    handles, labels = ax.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)) or 1, fontsize=8,
-                  frameon=False)
+    _legend(figure, *ax.get_legend_handles_labels())
     anchors = [(float(_x(info, r.sparsity)), float(_y(info, r.accuracy)), r.name) for r in info.references]
     place_labels(ax, [a for a in anchors if np.isfinite(a[0]) and np.isfinite(a[1])])
     return figure
+
+
+def _legend(figure: Figure, handles: list, labels: list[str]) -> None:
+    """Below the axes, in as many columns (3 at most) as fit the figure's width: several studies'
+    long labels in 3 columns ran off both sides."""
+    renderer = figure.canvas.get_renderer()
+    for ncols in range(min(3, len(labels)) or 1, 0, -1):
+        legend = figure.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8,
+                               frameon=False)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= figure.bbox.width:
+            return
+        legend.remove()
 
 
 def _x(info: FrontPlotInfo, sparsity) -> np.ndarray:

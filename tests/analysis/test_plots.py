@@ -111,6 +111,16 @@ def test_several_studies(make_study, tmp_path):
     assert png_size(path) == (640, 480)
 
 
+def test_the_legend_of_many_long_named_studies_fits_the_figure(make_study, tmp_path):
+    folders = [str(make_study(f"a_rather_long_study_name_as_on_a_cluster_number_{n}", ROWS[:4])) for n in range(6)]
+    info = front_plot_info(summarise(load_results(folders).trials, DEFAULT_OBJECTIVES))
+    figure = draw_front(info, size_px=(1000, 700))
+    (legend,) = figure.legends
+    box = legend.get_window_extent(figure.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= figure.bbox.width
+    assert legend._ncols < 3
+
+
 def test_progress_info(summaries):
     info = progress_plot_info(summaries)
     (study,) = info.studies
