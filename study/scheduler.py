@@ -222,7 +222,10 @@ class ParetoStoppingScheduler(StudyScheduler):
             self.rule.remember(read(finished))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if self.rule.should_stop(trial.trial_id, int(result.get("epoch", 0)), result):
+        dominated = self.rule.should_stop(trial.trial_id, int(result.get("epoch", 0)), result)
+        # The last epoch (the only one with test accuracy) has nothing left to save: stopping it
+        # would only leave a trial that ran to the end out of the rule's finished trials.
+        if dominated and result.get("test_acc") is None:
             self.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

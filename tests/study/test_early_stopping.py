@@ -132,3 +132,27 @@ def test_the_scheduler_judges_against_the_studys_earlier_finished_trials():
     trial = SimpleNamespace(trial_id="c")
     assert scheduler.on_trial_result(None, trial, {"epoch": 2, "val_acc": 0.9, "sparsity": 0.5}) \
         == TrialScheduler.STOP
+
+
+def test_the_scheduler_never_stops_a_trial_at_its_last_epoch():
+    """The last epoch's result (the only one with test accuracy) is let through: the trial ran to
+    the end, is recorded finished and counts among the rule's finished trials."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.scheduler import make_scheduler
+    from study.spec import parse_spec
+    spec = parse_spec('[study]\nname = "s"\n[search]\nearly_stopping_grace_epochs = 1\n'
+                      '[train]\ndataset = "synthetic"\nepochs = 2\n')
+    earlier = {"a": {2: {"val_acc": 0.95, "sparsity": 0.60}}, "b": {2: {"val_acc": 0.96, "sparsity": 0.70}}}
+    rows = {"a": {"state": "finished"}, "b": {"state": "finished"}}
+    scheduler = make_scheduler(spec, lambda: rows, lambda ids: earlier)
+    scheduler._first_read(rows)
+    last = {"epoch": 2, "val_acc": 0.9, "sparsity": 0.5, "test_acc": 0.9}
+    trial = SimpleNamespace(trial_id="c")
+    assert scheduler.on_trial_result(None, trial, last) == TrialScheduler.CONTINUE
+    scheduler.on_trial_complete(None, trial, last)
+    assert "c" in scheduler.rule.finished
+    assert scheduler.on_trial_result(None, SimpleNamespace(trial_id="d"), {**last, "test_acc": None}) \
+        == TrialScheduler.STOP
