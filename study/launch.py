@@ -10,6 +10,7 @@ import os
 import posixpath
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -77,13 +78,22 @@ def _searcher(spec: StudySpec, location: StudyLocation, run: RunInfo) -> StudySe
     metrics = [o.metric for o in spec.search.objectives]
     modes = [o.direction for o in spec.search.objectives]
     storage = search.open_storage(_optuna_dir(location))
-    return StudySearch(objectives=metrics, space=search.search_space(spec),
-                       metric=metrics if len(metrics) > 1 else metrics[0],
-                       mode=modes if len(modes) > 1 else modes[0],
-                       # A new seed per run, or an extension with the random sampler would
-                       # replay the first run's points.
-                       sampler=search.make_sampler(spec, seed=spec.study.seed + run.index),
-                       study_name=spec.study.name, storage=storage)
+    searcher = StudySearch(objectives=metrics, space=search.search_space(spec),
+                           metric=metrics if len(metrics) > 1 else metrics[0],
+                           mode=modes if len(modes) > 1 else modes[0],
+                           # A new seed per run, or an extension with the random sampler would
+                           # replay the first run's points.
+                           sampler=search.make_sampler(spec, seed=spec.study.seed + run.index),
+                           study_name=spec.study.name, storage=storage)
+    searcher.after_ask = _optuna_uploader(location)
+    return searcher
+
+
+def _optuna_uploader(location: StudyLocation) -> Callable[[], None] | None:
+    """For a remote study, the upload of its Optuna database that follows each asked trial
+    (StudySearch.after_ask): Tune's snapshot, synced every second, may name a trial asked after
+    the last trial end, and a resume after a hard kill restores the searcher from it."""
+    return None if location.is_local else partial(_upload_optuna, location)
 
 
 def _optuna_dir(location: StudyLocation) -> Path:
@@ -168,6 +178,7 @@ def _rebind(tuner: tune.Tuner, location: StudyLocation) -> None:
         searcher = getattr(searcher, "searcher", None)  # ConcurrencyLimiter, SearchGenerator
     if searcher is not None:
         searcher.rebind(search.open_storage(_optuna_dir(location)))
+        searcher.after_ask = _optuna_uploader(location)
     for callback in internal._run_config.callbacks or []:
         for holder in (callback, getattr(callback, "writer", None)):
             if isinstance(getattr(holder, "location", None), StudyLocation):

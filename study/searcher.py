@@ -10,11 +10,15 @@ What Ray's OptunaSearch leaves out, and this adds (the rules themselves are in `
   are set FAIL when a run starts or is restored, before any new trial is asked;
 - each trial's Optuna number is what the results record as `trial_number`;
 - an error while Optuna is told a trial ended is logged, not raised into Tune (which would run
-  the finished trial again).
+  the finished trial again);
+- `after_ask`, when set, runs after each new trial is asked and before Tune's snapshot can name
+  it: a remote study uploads its Optuna database there, so the stored database never lacks a
+  trial the stored snapshot knows (a resume after a hard kill would not find it).
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
@@ -30,6 +34,7 @@ class StudySearch(OptunaSearch):
     def __init__(self, *, objectives: list[str], **kwargs):
         self._objectives = list(objectives)
         self._epochs: dict[str, int] = {}  # trial id -> last reported epoch
+        self.after_ask: Callable[[], None] | None = None
         super().__init__(**kwargs)
 
     def _setup_study(self, mode) -> None:
@@ -75,6 +80,9 @@ class StudySearch(OptunaSearch):
         search.remember_number(trial_id, trial.number)
         search.set_attrs(trial, trial_id=trial_id, state=schema.RUNNING,
                          epochs_completed=self._epochs.get(trial_id, 0))
+        after_ask = self.__dict__.get("after_ask")  # absent from a searcher pickled before it existed
+        if after_ask is not None:
+            after_ask()
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

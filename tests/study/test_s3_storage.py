@@ -87,3 +87,23 @@ def test_a_study_on_s3_survives_a_hard_kill_and_resumes(s3, tmp_path):
     plain = ds.dataset(f"{study_path}/results/epochs", filesystem=fs, format="parquet").to_table()
     assert plain.num_rows == len(epochs)
     assert _stored_optuna(fs, study_path, tmp_path).get("COMPLETE", 0) >= len(finished)
+
+
+def test_a_remote_studys_stored_optuna_database_holds_every_asked_trial(s3, tmp_path):
+    """Tune's snapshot, synced every second, can name a trial asked after the last trial end; a
+    resume after a hard kill restores the searcher from it and must find that trial in the
+    stored database (it once failed with Optuna's 'Record does not exist')."""
+    from study import launch
+    from study.bookkeeping import RunInfo
+    from study.spec import parse_spec
+    from study.storage import locate
+
+    spec = parse_spec('[study]\nname = "asked"\ntrials = 2\n[train]\ndataset = "synthetic"\n')
+    location = locate(s3, "asked")
+    searcher = launch._searcher(spec, location, RunInfo(index=0, num_samples=2, trial_offset=0,
+                                                         adds_to_target=2))
+    searcher.set_search_properties(None, None, {})
+    searcher.suggest("t1")
+    fs, study_path = pafs.FileSystem.from_uri(location.uri)
+    assert _stored_optuna(fs, study_path, tmp_path) == {"RUNNING": 1}
+    assert launch._optuna_uploader(locate(str(tmp_path / "local"), "s")) is None
