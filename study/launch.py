@@ -27,10 +27,11 @@ import optuna  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 import ray  # noqa: E402
+import sqlalchemy.exc  # noqa: E402
 from ray import tune  # noqa: E402
 
 from study import compaction, search  # noqa: E402
-from study.bookkeeping import (RunInfo, plan_run, runs, target_trials,  # noqa: E402
+from study.bookkeeping import (RunInfo, StudyFolderError, plan_run, runs, target_trials,  # noqa: E402
                                terminal_trials)
 from study.progress import ProgressCallback  # noqa: E402
 from study.scheduler import ParetoStoppingScheduler, StudyScheduler, make_scheduler  # noqa: E402
@@ -153,8 +154,16 @@ def restore_run(spec: StudySpec, location: StudyLocation, run: RunInfo, *, verbo
     path = location.uri_join(RUNS_DIR, run.name)
     if not tune.Tuner.can_restore(path):
         return False
-    tuner = tune.Tuner.restore(path, _trainable(spec), resume_unfinished=True,
-                               resume_errored=False, restart_errored=False)
+    try:
+        tuner = tune.Tuner.restore(path, _trainable(spec), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    except sqlalchemy.exc.OperationalError as error:
+        # Tune's snapshot of a run started by a version before search.StudyStorage names the
+        # Optuna database where the study was then, and opening it there failed.
+        raise StudyFolderError(
+            f"{path}: this run's snapshot (written by an older rvsm-study) names the Optuna "
+            f"database where the study was created, which cannot be opened ({error.orig}); "
+            "move the study folder back to resume it there") from None
     _rebind(tuner, location)
     _fit(tuner, location, run)
     return True
