@@ -59,6 +59,7 @@ def run_search(job: tuple) -> dict:
     import optuna
     import torch
 
+    from study.results import ran_to_end
     from study.scheduler import ParetoEarlyStopping
     from study.search import make_sampler, search_space
     from study.spec import parse_spec
@@ -84,8 +85,8 @@ def run_search(job: tuple) -> dict:
             nonlocal epochs_run
             epochs_run += 1
             last.update(metrics)
-            # as the study's scheduler: the last epoch (with test accuracy) is never stopped
-            if early and rule.should_stop(name, metrics["epoch"], metrics) and metrics.get("test_acc") is None:
+            # as the study's scheduler: the last epoch is never stopped
+            if early and rule.should_stop(name, metrics["epoch"], metrics) and not ran_to_end(metrics):
                 raise Stop
 
         try:

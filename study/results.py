@@ -52,6 +52,11 @@ def _metric_value(name: str, value: Any) -> Any:
     return str(value)
 
 
+def ran_to_end(result: dict) -> bool:
+    """Whether `result` is a trial's last epoch: only that one reports test accuracy."""
+    return result.get("test_acc") is not None
+
+
 def ended_state(result: dict) -> str:
     """How a trial that Tune saw complete ended: only a trial that ran to its end reports test
     accuracy, so a completed trial without it was stopped early by the scheduler."""
@@ -59,7 +64,7 @@ def ended_state(result: dict) -> str:
         return schema.ERRORED
     if result.get("diverged"):
         return schema.DIVERGED
-    return schema.FINISHED if result.get("test_acc") is not None else schema.STOPPED
+    return schema.FINISHED if ran_to_end(result) else schema.STOPPED
 
 
 class ResultsWriter:

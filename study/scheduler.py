@@ -23,6 +23,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from analysis import schema
+from study.results import ran_to_end
 from study.spec import Objective, StudySpec
 from trainables.tune_trainable import EPOCH_FILE, STATE_FILE
 
@@ -223,9 +224,9 @@ class ParetoStoppingScheduler(StudyScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         dominated = self.rule.should_stop(trial.trial_id, int(result.get("epoch", 0)), result)
-        # The last epoch (the only one with test accuracy) has nothing left to save: stopping it
-        # would only leave a trial that ran to the end out of the rule's finished trials.
-        if dominated and result.get("test_acc") is None:
+        # The last epoch has nothing left to save: stopping it would only leave a trial that ran
+        # to the end out of the rule's finished trials.
+        if dominated and not ran_to_end(result):
             self.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

@@ -80,9 +80,8 @@ class StudySearch(OptunaSearch):
         search.remember_number(trial_id, trial.number)
         search.set_attrs(trial, trial_id=trial_id, state=schema.RUNNING,
                          epochs_completed=self._epochs.get(trial_id, 0))
-        after_ask = self.__dict__.get("after_ask")  # absent from a searcher pickled before it existed
-        if after_ask is not None:
-            after_ask()
+        if getattr(self, "after_ask", None) is not None:  # absent from older pickles
+            self.after_ask()
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
