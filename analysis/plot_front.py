@@ -111,7 +111,8 @@ def front_plot_info(
         x_label=sparsity_axis_label(x_axis, x_objective.label),
         y_label=y_objective.label.replace("(%)", "(%, logit scale)" if y_axis == "logit" else "(%)"),
         color_by=color_by,
-        color_label="study" if color_by == STUDY else column_label(color_by),
+        color_label="study" if color_by == STUDY else column_label(
+            color_by, pd.concat([s.ranked for s in summaries], ignore_index=True)),
         color_log=color_by != STUDY and is_log_scaled(all_colors[all_colors > 0]),
         step=len(objectives) == 2,
         title=_title(summaries, names),

@@ -99,16 +99,16 @@ def _param_axis(trials: pd.DataFrame, column: str, searched_log: bool | None = N
     values = trials[column]
     if not is_numeric(values):
         categories = tuple(sorted(values.dropna().astype(str).unique()))
-        return ParamAxis(column, column_label(column), "category", categories)
+        return ParamAxis(column, column_label(column, trials), "category", categories)
     numbers = values.to_numpy(dtype=float, na_value=np.nan)
     positive = numbers[numbers > 0]
     finite = numbers[np.isfinite(numbers)]
     log = is_log_scaled(positive) if searched_log is None else searched_log
     if not log or not positive.size or np.any(finite < 0):
-        return ParamAxis(column, column_label(column), "linear")
+        return ParamAxis(column, column_label(column, trials), "linear")
     has_zero = np.any(finite == 0)
     zero_at = float(10 ** (np.floor(np.log10(positive.min())) - 1)) if has_zero else None
-    return ParamAxis(column, column_label(column), "log", zero_at=zero_at)
+    return ParamAxis(column, column_label(column, trials), "log", zero_at=zero_at)
 
 
 def draw_params(

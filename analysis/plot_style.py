@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -17,6 +18,9 @@ from matplotlib.transforms import Bbox
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
 from analysis.errors import AnalysisError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMATS = (".png", ".svg", ".pdf")
 DEFAULT_DPI = 100
@@ -249,6 +253,22 @@ _COLUMN_LABELS = {
 }
 
 
-def column_label(column: str) -> str:
-    """A readable axis label for a trials-table column."""
+# The threshold's unit follows the trials' threshold_scale (trainables.thresholds): one absolute
+# threshold for every tensor, or t in units of a per-tensor scale (times its layer multiplier).
+_THRESHOLD_UNITS = {
+    "std": "threshold t (× each tensor's initial std)",
+    "fan_in": "threshold t (× each tensor's 1/√fan-in)",
+}
+
+
+def column_label(column: str, trials: pd.DataFrame | None = None) -> str:
+    """A readable axis label for a trials-table column; `trials` (a DataFrame) names the unit of
+    the threshold when all its rows share a per-tensor threshold_scale."""
+    if column in ("metric_threshold", "param_threshold") and trials is not None \
+            and "param_threshold_scale" in trials:
+        scales = set(trials["param_threshold_scale"].dropna().astype(str))
+        if len(scales) > 1:
+            return "threshold t (units differ: threshold_scale " + " / ".join(sorted(scales)) + ")"
+        if scales and (unit := _THRESHOLD_UNITS.get(scales.pop())):
+            return unit
     return _COLUMN_LABELS.get(column, column.removeprefix("param_").removeprefix("metric_"))

@@ -242,7 +242,7 @@ def _sensitivity_section(summary: StudySummary) -> str:
         return ""
     parts = ["## What mattered"]
     if correlations:
-        rows = [[column_label(c.column), *(_rho(r) for r in c.rho), str(c.trials), _chance_level(c.trials)]
+        rows = [[column_label(c.column, trials), *(_rho(r) for r in c.rho), str(c.trials), _chance_level(c.trials)]
                 for c in correlations]
         parts += [
             "Spearman's rank correlation of each searched parameter with each objective, over the"
@@ -254,7 +254,7 @@ def _sensitivity_section(summary: StudySummary) -> str:
     if choices:
         headings = ("parameter", "value", "trials", "on the front",
                     *(f"median {o.name}" for o in objectives), *(f"best {o.name}" for o in objectives))
-        rows = [[column_label(c.column), str(c.value), str(c.trials), str(c.on_front),
+        rows = [[column_label(c.column, trials), str(c.value), str(c.trials), str(c.on_front),
                  *(_value(o.column, m) for o, m in zip(objectives, c.medians)),
                  *(_value(o.column, b) for o, b in zip(objectives, c.best))] for c in choices]
         parts += ["How each choice of a categorical parameter fared (finished trials):",

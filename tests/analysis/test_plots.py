@@ -66,6 +66,19 @@ def test_front_info(summaries):
     )
 
 
+@pytest.mark.parametrize("scales, label", [
+    (["std"], "threshold t (× each tensor's initial std)"),
+    (["fan_in"], "threshold t (× each tensor's 1/√fan-in)"),
+    (["global"], "threshold √(2λ/β)"),
+    (["std", "global"], "threshold t (units differ: threshold_scale global / std)"),
+])
+def test_the_colour_bar_names_the_thresholds_unit(make_study, scales, label):
+    rows = [{**row, "threshold_scale": scales[i % len(scales)]} for i, row in enumerate(ROWS)]
+    study = make_study("s", rows, searched=("lam", "beta", "lr", "threshold_scale"))
+    trials = load_results([str(study)]).trials
+    assert front_plot_info(summarise(trials, DEFAULT_OBJECTIVES)).color_label == label
+
+
 def test_front_info_options(summaries):
     references = (Reference("Han et al. 2015", 0.9923, 1 - 1 / 12),)
     info = front_plot_info(summaries, x_axis="compression", color_by="lam", baseline=99.2,

@@ -226,3 +226,29 @@ def test_resume_of_a_copied_study_reads_and_writes_the_copy(ray_session, write_s
     assert "trials: 1/1 recorded; 0 running, 1 finished" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in (original / schema.RESULTS_DIR).rglob("*.parquet")} == kept
     assert (original / "optuna" / "optuna.db").read_bytes() == kept_optuna  # told the copy's
+
+
+def test_a_moved_run_that_an_older_version_pickled_fails_in_one_line(ray_session, write_study, tmp_path,
+                                                                     capsys, monkeypatch):
+    """Before search.StudyStorage, Tune's snapshot pickled an Optuna storage that connects to the
+    database where the study was created: once the folder is moved, restoring it fails inside
+    sqlalchemy. That must be one line naming the cause, exit 2, not a traceback."""
+    import shutil
+
+    import sqlalchemy.exc
+    from ray import tune
+
+    path = write_study(trials=1, concurrent=1)
+    assert main(["run", str(path)]) == 0
+    moved = tmp_path / "moved" / "tiny"
+    shutil.move(tmp_path / "studies" / "tiny", moved)
+
+    def old_snapshot(*args, **kwargs):  # what restoring such a snapshot raises
+        raise sqlalchemy.exc.OperationalError("connect", None, Exception("unable to open database file"))
+    monkeypatch.setattr(tune.Tuner, "restore", old_snapshot)
+    capsys.readouterr()
+    assert main(["resume", str(moved)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "written by an older rvsm-study" in err and "unable to open database file" in err
+    assert "move the study folder back" in err

@@ -100,6 +100,41 @@ def test_the_frontier_study_files_parse_and_use_the_new_options(name):
     assert spec.study.name == name
 
 
+# What each ablation variant changes against studies/ablation_lenet5_full.toml (issue 11).
+ABLATION_CHANGES = {
+    "classic": {"rule": "classic"},
+    "no_ramp": {"ramp_epochs": 0},
+    "no_finetune": {"finetune_epochs": 0, "epochs": 16},
+    "std": {"threshold_multipliers": {}},
+    "fan_in": {"threshold_multipliers": {}, "threshold_scale": "fan_in"},
+    "global": {"threshold_multipliers": {}, "threshold_scale": "global"},
+    "searched": {"threshold_multipliers": {}},
+}
+
+
+def test_the_ablation_variants_cover_the_issue_and_no_other_file_is_one():
+    assert sorted(p.stem.removeprefix("ablation_lenet5_") for p in STUDIES.glob("ablation_lenet5_*.toml")) == \
+        sorted([*ABLATION_CHANGES, "full"])
+
+
+@pytest.mark.parametrize("variant", sorted(ABLATION_CHANGES))
+def test_each_ablation_variant_has_the_same_budget_and_changes_one_thing(variant):
+    full = load_spec(STUDIES / "ablation_lenet5_full.toml")
+    spec = load_spec(STUDIES / f"ablation_lenet5_{variant}.toml")
+    assert spec.study.name == f"ablation_lenet5_{variant}"
+    for s in (full, spec):  # the same budget: trials, epochs of training, no early stopping
+        assert (s.study.trials, s.search.early_stopping) == (6, False)
+        assert s.train["epochs"] + s.train["finetune_epochs"] == 16
+    assert {k: v for k, v in spec.train.items() if full.train.get(k) != v} | \
+        {k: {} for k in full.train if k not in spec.train} == ABLATION_CHANGES[variant]
+    searched = {p.name for p in spec.search.params}
+    if variant == "searched":
+        assert searched == {"threshold", *(f"threshold_multipliers.{n}" for n in ("conv1", "conv2", "fc1", "fc2"))}
+    else:
+        assert searched == {"threshold"} and spec.search.sampler == "grid"
+        assert len(spec.search.params[0].values) == 6
+
+
 def test_a_study_searching_the_threshold_records_lambda_multipliers_and_layer_thresholds(ray_session, tmp_path):
     import json
 
