@@ -13,6 +13,8 @@ stopping). For each it prints:
 - among the front's points with compression >= --at, the best test accuracy;
 - the kept fraction of each layer at the front point nearest --at (in log compression), beside
   Dynamic Network Surgery's at 108x.
+Both look only at front points above the reference accuracy (a collapsed network is on the
+front by its compression alone).
 Then every finished trial. Saves bench/out/ablation_fronts.json.
 """
 from __future__ import annotations
@@ -56,7 +58,9 @@ def summarise(study: str, args: argparse.Namespace) -> dict:
     test = trials["metric_test_acc"].to_numpy(float)
     compression = trials["metric_compression"].to_numpy(float)
     on_front = pareto_front_mask(np.column_stack([val, compression]), MAX2)
-    front = trials[on_front]
+    # A collapsed network (every weight cut) is on the front by its compression alone: only
+    # front points above the reference accuracy count, as in the hypervolume.
+    front = trials[on_front & (val > args.reference_acc)]
     at_or_above = front[front["metric_compression"] >= args.at]
     nearest = front.iloc[int(np.argmin(np.abs(np.log(front["metric_compression"].to_numpy(float) / args.at))))] \
         if len(front) else None
