@@ -137,6 +137,16 @@ def test_each_ablation_variant_has_the_same_budget_and_changes_what_it_names(var
         assert len(spec.search.params[0].values) == 6
 
 
+@pytest.mark.parametrize("variant", ["full", "global"])
+def test_the_seed_replicas_train_as_their_ablation_variant_at_two_of_its_thresholds(variant):
+    base = load_spec(STUDIES / f"ablation_lenet5_{variant}.toml")
+    spec = load_spec(STUDIES / f"ablation_seeds_lenet5_{variant}.toml")
+    assert spec.train == {k: v for k, v in base.train.items() if k != "seed"}
+    params = {p.name: p.values for p in spec.search.params}
+    assert params["seed"] == (1, 2) and set(params["threshold"]) < set(base.search.params[0].values)
+    assert (spec.study.trials, spec.search.early_stopping) == (4, False)
+
+
 def test_a_study_searching_the_threshold_records_lambda_multipliers_and_layer_thresholds(ray_session, tmp_path):
     import json
 
