@@ -76,7 +76,7 @@ def summarise(study: str, args: argparse.Namespace) -> dict:
             "trial_id": nearest["trial_id"], "compression": float(nearest["metric_compression"]),
             "test_acc": float(nearest["metric_test_acc"]),
             "kept": {k: 1 - v for k, v in json.loads(nearest["metric_layer_sparsity_json"]).items()}},
-        "trials": [{"trial_id": r.trial_id, "threshold": float(r.param_threshold),
+        "trials": [{"trial_id": r.trial_id, "threshold": float(r.param_threshold), "seed": int(r.param_seed),
                     "multipliers": multipliers(json.loads(r.config_json)), "on_front": bool(f),
                     "val_acc": float(r.metric_val_acc), "test_acc": float(r.metric_test_acc),
                     "compression": float(r.metric_compression),
@@ -113,7 +113,7 @@ def main() -> None:
         for t in r["trials"]:
             mult = " m " + " ".join(f"{k} {v:.3g}" for k, v in t["multipliers"].items()) if t["multipliers"] else ""
             kept = " ".join(f"{k.removesuffix('.weight')} {v:.1%}" for k, v in t["kept"].items() if k.endswith("weight"))
-            print(f"  {'*' if t['on_front'] else ' '} {t['trial_id']} t {t['threshold']:.4g}{mult}: val "
+            print(f"  {'*' if t['on_front'] else ' '} {t['trial_id']} t {t['threshold']:.4g}{mult} seed {t['seed']}: val "
                   f"{t['val_acc']:.2%} test {t['test_acc']:.2%} at {t['compression']:.1f}x ({kept})")
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
