@@ -99,7 +99,8 @@ def front_plot_info(
     color_by = color_by if color_by == STUDY else _color_column(summaries[0].ranked, color_by)
     y_min = None if y_min is None else _as_fraction(y_min, "--y-min", zero_ok=True)
     baseline = None if baseline is None else _as_fraction(baseline, "--baseline")
-    chance = chance_accuracy_of(pd.concat([s.ranked for s in summaries], ignore_index=True))
+    trials = pd.concat([s.ranked for s in summaries], ignore_index=True)
+    chance = chance_accuracy_of(trials)
     studies = tuple(_study_info(s, x_axis, color_by) for s in summaries)
     y_range = accuracy_range(studies, references, baseline, chance, y_min)
     studies = tuple(_with_below(s, y_range[0], chance) for s in studies)
@@ -111,8 +112,7 @@ def front_plot_info(
         x_label=sparsity_axis_label(x_axis, x_objective.label),
         y_label=y_objective.label.replace("(%)", "(%, logit scale)" if y_axis == "logit" else "(%)"),
         color_by=color_by,
-        color_label="study" if color_by == STUDY else column_label(
-            color_by, pd.concat([s.ranked for s in summaries], ignore_index=True)),
+        color_label="study" if color_by == STUDY else column_label(color_by, trials),
         color_log=color_by != STUDY and is_log_scaled(all_colors[all_colors > 0]),
         step=len(objectives) == 2,
         title=_title(summaries, names),

@@ -34,6 +34,7 @@ from analysis.hypervolume import hypervolume  # noqa: E402
 from analysis.load import finished, load_results  # noqa: E402
 from analysis.pareto import MAXIMIZE, pareto_front_mask  # noqa: E402
 from bench.ablation import DNS_LENET5_KEPT  # noqa: E402
+from trainables.config import TrainConfig  # noqa: E402
 
 MAX2 = (MAXIMIZE, MAXIMIZE)
 
@@ -42,14 +43,6 @@ def log_hypervolume(acc: np.ndarray, compression: np.ndarray, ref_acc: float, re
     """Area dominated in (accuracy, log10 compression) above (ref_acc, log10 ref_compression)."""
     values = np.column_stack([acc, np.log10(compression)])
     return hypervolume(values, (ref_acc, math.log10(ref_compression)), MAX2)
-
-
-def multipliers(config: dict) -> dict[str, float]:
-    """A trial's layer multipliers: the fixed ones, then the searched ones (flat fields)."""
-    found = dict(config.get("threshold_multipliers") or {})
-    prefix = "threshold_multipliers."
-    found.update({k.removeprefix(prefix): v for k, v in config.items() if k.startswith(prefix)})
-    return found
 
 
 def summarise(study: str, args: argparse.Namespace) -> dict:
@@ -77,7 +70,7 @@ def summarise(study: str, args: argparse.Namespace) -> dict:
             "test_acc": float(nearest["metric_test_acc"]),
             "kept": {k: 1 - v for k, v in json.loads(nearest["metric_layer_sparsity_json"]).items()}},
         "trials": [{"trial_id": r.trial_id, "threshold": float(r.param_threshold), "seed": int(r.param_seed),
-                    "multipliers": multipliers(json.loads(r.config_json)), "on_front": bool(f),
+                    "multipliers": TrainConfig.from_dict(json.loads(r.config_json)).multipliers, "on_front": bool(f),
                     "val_acc": float(r.metric_val_acc), "test_acc": float(r.metric_test_acc),
                     "compression": float(r.metric_compression),
                     "kept": {k: 1 - v for k, v in json.loads(r.metric_layer_sparsity_json).items()}}

@@ -79,15 +79,14 @@ def _searcher(spec: StudySpec, location: StudyLocation, run: RunInfo) -> StudySe
     metrics = [o.metric for o in spec.search.objectives]
     modes = [o.direction for o in spec.search.objectives]
     storage = search.open_storage(_optuna_dir(location))
-    searcher = StudySearch(objectives=metrics, space=search.search_space(spec),
-                           metric=metrics if len(metrics) > 1 else metrics[0],
-                           mode=modes if len(modes) > 1 else modes[0],
-                           # A new seed per run, or an extension with the random sampler would
-                           # replay the first run's points.
-                           sampler=search.make_sampler(spec, seed=spec.study.seed + run.index),
-                           study_name=spec.study.name, storage=storage)
-    searcher.after_ask = _optuna_uploader(location)
-    return searcher
+    return StudySearch(objectives=metrics, space=search.search_space(spec),
+                       metric=metrics if len(metrics) > 1 else metrics[0],
+                       mode=modes if len(modes) > 1 else modes[0],
+                       # A new seed per run, or an extension with the random sampler would
+                       # replay the first run's points.
+                       sampler=search.make_sampler(spec, seed=spec.study.seed + run.index),
+                       study_name=spec.study.name, storage=storage,
+                       after_ask=_optuna_uploader(location))
 
 
 def _optuna_uploader(location: StudyLocation) -> Callable[[], None] | None:

@@ -31,10 +31,10 @@ from study.results import ended_state
 class StudySearch(OptunaSearch):
     """OptunaSearch for one run of a study; `objectives` are the metric names, in order."""
 
-    def __init__(self, *, objectives: list[str], **kwargs):
+    def __init__(self, *, objectives: list[str], after_ask: Callable[[], None] | None = None, **kwargs):
         self._objectives = list(objectives)
         self._epochs: dict[str, int] = {}  # trial id -> last reported epoch
-        self.after_ask: Callable[[], None] | None = None
+        self.after_ask = after_ask
         super().__init__(**kwargs)
 
     def _setup_study(self, mode) -> None:
